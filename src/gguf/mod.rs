@@ -1,0 +1,95 @@
+//! The GGUF container, as llama.cpp reads and writes it (versions 2 and 3).
+//!
+//! [`GgufFile`] maps a file and validates all of it before handing out anything;
+//! tensor data are zero-copy slices of the map. [`GgufWriter`] streams a file out,
+//! one tensor at a time, into a temporary file that is renamed into place at the end.
+
+mod error;
+mod reader;
+mod value;
+mod writer;
+
+pub use error::{GgufError, Result};
+pub use reader::{GgufHeader, MAX_METADATA_VALUES, MAX_TENSORS, TensorInfo};
+pub use value::{MetaArray, MetaType, MetaValue};
+pub use writer::{GgufWriter, TensorSpec};
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+/// The version phiq writes.
+pub const GGUF_VERSION: u32 = 3;
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+pub const KEY_ALIGNMENT: &str = "general.alignment";
+/// ggml's `GGML_MAX_DIMS`.
+pub const MAX_DIMS: usize = 4;
+/// ggml's `GGML_MAX_NAME` is 64 including the terminating NUL.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A validated GGUF file held in a read-only memory map.
+pub struct GgufFile {
+    path: PathBuf,
+    map: Mmap,
+    header: GgufHeader,
+}
+
+impl GgufFile {
+    /// Maps and validates `path`. Errors name the file and what is wrong where.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref().to_path_buf();
+        let io = |error| GgufError::Io {
+            path: path.clone(),
+            error,
+        };
+        let file = File::open(&path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this process. Another process
+        // truncating the file under us could still fault (SIGBUS): the same contract
+        // llama.cpp and every mmap-based loader accept for model files.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let header = GgufHeader::parse(&map).map_err(|e| GgufError::InFile {
+            path: path.clone(),
+            error: Box::new(e),
+        })?;
+        Ok(GgufFile { path, map, header })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub fn header(&self) -> &GgufHeader {
+        &self.header
+    }
+
+    /// The bytes of a tensor of this file. In bounds by construction: `parse` checked
+    /// every tensor's range against the map's length.
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        let start = info.file_offset as usize;
+        &self.map[start..start + info.n_bytes as usize]
+    }
+
+    /// The tensor named `name` and its bytes, or an error naming it.
+    pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self
+            .header
+            .tensor(name)
+            .ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
+        Ok((info, self.tensor_data(info)))
+    }
+}
+
+impl Deref for GgufFile {
+    type Target = GgufHeader;
+    fn deref(&self) -> &GgufHeader {
+        &self.header
+    }
+}

@@ -1,0 +1,7 @@
+//! phiq: Microsoft's Phi-2, quantized, on small CPUs.
+//!
+//! - [`gguf`]: the GGUF container, read over a memory map and written by streaming.
+//! - [`quant`]: ggml's block formats and their reference (scalar) quantizers.
+
+pub mod gguf;
+pub mod quant;

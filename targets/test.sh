@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# targets/test.sh TARGET: the test suite for TARGET.
+#   x86_64-unknown-linux-gnu   natively (same as scripts/test.sh)
+#   aarch64-unknown-linux-gnu  cross-built with Debian's rustc, run under qemu-user once
+#                              per CPU model: cortex-a53 (Pi 3), cortex-a72 (Pi 4),
+#                              cortex-a76 (Pi 5, dotprod), max (i8mm). An instruction a
+#                              model lacks dies with SIGILL, which proves run-time dispatch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:?usage: targets/test.sh TARGET}
+
+case "$target" in
+x86_64-unknown-linux-gnu)
+    exec scripts/test.sh --target "$target"
+    ;;
+aarch64-unknown-linux-gnu)
+    targets/setup-aarch64.sh
+    scripts/setup-python.sh
+    export PHIQ_PYTHON="$PWD/.venv/bin/python"
+    # Debian's toolchain, not rustup's (which has no aarch64 standard library here).
+    export RUSTC=/usr/bin/rustc
+    export CARGO_TARGET_DIR="$PWD/target/debian"
+    cargo=/usr/bin/cargo
+    $cargo test --workspace --target "$target" --no-run
+    for cpu in ${PHIQ_QEMU_CPUS:-cortex-a53 cortex-a72 cortex-a76 max}; do
+        echo "=== aarch64 tests under QEMU_CPU=$cpu"
+        QEMU_CPU=$cpu $cargo test --workspace --target "$target"
+    done
+    ;;
+*)
+    echo "targets/test.sh: unknown target $target (see targets/README.md)" >&2
+    exit 2
+    ;;
+esac
