@@ -1,0 +1,14 @@
+//! Hugging Face Phi-2 checkpoints (or F32/F16/BF16 GGUFs) to GGUF files in llama.cpp's
+//! `phi2` layout, quantized with ggml's block formats.
+
+pub mod checkpoint;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod names;
+pub mod policy;
+pub mod vocab;
+
+pub use convert::{Input, Plan, Progress, Report, convert};
+pub use error::{ConvertError, Result};
+pub use policy::{FILE_TYPES, FileType};
