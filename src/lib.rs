@@ -4,4 +4,8 @@
 //! - [`quant`]: ggml's block formats and their reference (scalar) quantizers.
 
 pub mod gguf;
+pub mod kernels;
+pub mod model;
 pub mod quant;
+pub mod sample;
+pub mod tokenizer;

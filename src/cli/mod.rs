@@ -1,6 +1,11 @@
 //! Subcommands of `phiq`, in llama.cpp's vocabulary.
 
+mod chat;
+mod common;
 mod info;
+mod perplexity;
+mod run;
+mod tokenize;
 
 use std::process::ExitCode;
 
@@ -22,6 +27,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Continue a prompt: stream the model's text to stdout.
+    Run(run::RunArgs),
+    /// Talk with the model interactively (Phi-2's Instruct/Output or Alice/Bob format).
+    Chat(chat::ChatArgs),
+    /// Perplexity of a text file, in chunks of the context size.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Show the token ids of a text.
+    Tokenize(tokenize::TokenizeArgs),
     /// Describe a GGUF file: architecture, hyperparameters, metadata, tensors, size.
     Info(info::InfoArgs),
 }
@@ -29,6 +42,10 @@ enum Command {
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run::run(&args)?,
+        Command::Chat(args) => chat::run(&args)?,
+        Command::Perplexity(args) => perplexity::run(&args)?,
+        Command::Tokenize(args) => tokenize::run(&args)?,
         Command::Info(args) => info::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,263 @@
+//! What `run`, `chat`, `perplexity` and `bench` share: loading a model with its
+//! tokenizer, thread setup, and the generation loop.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use phiq::model::{KvType, Logits, Model, Session};
+use phiq::sample::{Sampler, SamplerConfig};
+use phiq::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Options every model-running command takes.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// The GGUF model file.
+    #[arg(short, long, value_name = "MODEL.gguf")]
+    pub model: PathBuf,
+    /// Threads (default: all cores).
+    #[arg(short, long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Context size in tokens (default: the model's, 2048 for Phi-2).
+    #[arg(short = 'c', long = "ctx", value_name = "N")]
+    pub ctx: Option<usize>,
+    /// How the KV cache stores keys and values: f32, f16 or q8_0 (half of f16's memory).
+    #[arg(long, value_name = "TYPE", default_value = "f16", value_parser = parse_kv)]
+    pub kv_type: KvType,
+    /// Prompt tokens evaluated per batch.
+    #[arg(short = 'b', long = "batch", value_name = "N", default_value_t = 512)]
+    pub batch: usize,
+}
+
+fn parse_kv(s: &str) -> Result<KvType, String> {
+    KvType::from_name(s).ok_or_else(|| format!("{s:?}: expected f32, f16 or q8_0"))
+}
+
+/// Sampling flags, in llama.cpp's names.
+#[derive(Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Temperature; 0 picks the most likely token (greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed: the same seed, prompt and settings give the same text.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+impl SampleArgs {
+    pub fn sampler(&self) -> Result<Sampler> {
+        if self.temp.is_nan()
+            || self.temp < 0.0
+            || !(0.0..=1.0).contains(&self.top_p)
+            || !(0.0..=1.0).contains(&self.min_p)
+        {
+            bail!("--temp must be >= 0, --top-p and --min-p between 0 and 1");
+        }
+        if self.repeat_penalty.is_nan() || self.repeat_penalty <= 0.0 {
+            bail!("--repeat-penalty must be > 0");
+        }
+        Ok(Sampler::new(SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplerConfig::default()
+        }))
+    }
+}
+
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub load_time: Duration,
+}
+
+impl ModelArgs {
+    pub fn setup_threads(&self) -> Result<()> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads must be at least 1");
+            }
+            // Only the first call in a process can size the pool; later ones are no-ops.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
+        }
+        Ok(())
+    }
+
+    pub fn load(&self) -> Result<Loaded> {
+        self.setup_threads()?;
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let start = Instant::now();
+        let model = Model::load(&self.model)?;
+        let tokenizer = Tokenizer::from_gguf(model.file())
+            .with_context(|| format!("{}: the tokenizer", self.model.display()))?;
+        Ok(Loaded {
+            model,
+            tokenizer,
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// The context to allocate: `--ctx`, else the model's trained length.
+    pub fn n_ctx(&self, model: &Model) -> Result<usize> {
+        let n = self.ctx.unwrap_or(model.hp.n_ctx_train);
+        if n == 0 {
+            bail!("--ctx must be at least 1");
+        }
+        Ok(n)
+    }
+
+    pub fn session<'m>(&self, model: &'m Model) -> Result<Session<'m>> {
+        Ok(model.session(self.n_ctx(model)?, self.kv_type)?)
+    }
+}
+
+/// Feeds `tokens` in batches of `batch` and returns the last token's logits.
+pub fn prefill(s: &mut Session, tokens: &[u32], batch: usize) -> Result<Vec<f32>> {
+    let mut logits = Vec::new();
+    for chunk in tokens.chunks(batch.max(1)) {
+        logits = s.eval(chunk, Logits::Last)?;
+    }
+    Ok(logits)
+}
+
+/// Set by Ctrl-C while an answer is being generated.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub elapsed: Duration,
+    /// Why generation ended.
+    pub stop: Stop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Eos,
+    Limit,
+    ContextFull,
+    Interrupted,
+    Matched,
+}
+
+/// Generates up to `n` tokens after `logits`, streaming text to `out` as it becomes
+/// whole. Stops at end-of-text, the limit, a full context, Ctrl-C, or when the text
+/// contains one of `stop_texts` (which is cut from the returned text).
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    s: &mut Session,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    mut logits: Vec<f32>,
+    history: &mut Vec<u32>,
+    n: usize,
+    stop_texts: &[&str],
+    out: &mut dyn Write,
+) -> Result<Generated> {
+    let start = Instant::now();
+    let mut dec = StreamDecoder::new(tok);
+    let (mut tokens, mut text) = (Vec::new(), String::new());
+    let mut printed = 0;
+    let stop = loop {
+        if tokens.len() >= n {
+            break Stop::Limit;
+        }
+        if INTERRUPTED.swap(false, Ordering::SeqCst) {
+            break Stop::Interrupted;
+        }
+        let next = sampler.sample(&logits, history);
+        if Some(next) == tok.eos_id() {
+            break Stop::Eos;
+        }
+        tokens.push(next);
+        history.push(next);
+        text.push_str(&dec.push(next));
+        if let Some(cut) = stop_texts.iter().filter_map(|st| text.find(st)).min() {
+            text.truncate(cut);
+            emit(out, &text[printed.min(cut)..])?;
+            break Stop::Matched;
+        }
+        // Hold back what could be the start of a stop text.
+        let safe = safe_prefix(&text, stop_texts);
+        if safe > printed {
+            emit(out, &text[printed..safe])?;
+            printed = safe;
+        }
+        if s.len() >= s.n_ctx() {
+            break Stop::ContextFull;
+        }
+        logits = s.eval(&[next], Logits::Last)?;
+    };
+    if stop != Stop::Matched {
+        text.push_str(&dec.flush());
+        emit(out, &text[printed..])?;
+    }
+    Ok(Generated {
+        tokens,
+        text,
+        elapsed: start.elapsed(),
+        stop,
+    })
+}
+
+fn emit(out: &mut dyn Write, s: &str) -> Result<()> {
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The longest prefix of `text` that cannot be the beginning of a stop text.
+fn safe_prefix(text: &str, stops: &[&str]) -> usize {
+    let mut safe = text.len();
+    for st in stops {
+        for k in (1..st.len()).rev() {
+            if text.ends_with(&st[..k.min(st.len())]) && st.is_char_boundary(k) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    while !text.is_char_boundary(safe) {
+        safe -= 1;
+    }
+    safe
+}
+
+pub fn per_second(n: usize, d: Duration) -> f64 {
+    if d.as_secs_f64() > 0.0 {
+        n as f64 / d.as_secs_f64()
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_prefix;
+
+    #[test]
+    fn safe_prefix_holds_back_partial_stop_texts() {
+        assert_eq!(safe_prefix("hello\nIns", &["\nInstruct:"]), 5);
+        assert_eq!(safe_prefix("hello", &["\nInstruct:"]), 5);
+        assert_eq!(safe_prefix("hello\n", &["\nInstruct:"]), 5);
+        assert_eq!(safe_prefix("héllo", &[]), "héllo".len());
+    }
+}

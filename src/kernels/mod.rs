@@ -1,0 +1,160 @@
+//! Compute kernels, chosen once at start-up into one table of function pointers.
+//!
+//! The model calls [`Kernels`] and never names an instruction set: `scalar` is the
+//! portable reference every other path must equal; SIMD paths (`x86/`, `arm/`) fill
+//! the same table when the CPU has the features, detected at run time. A path can
+//! be forced with `PHIQ_KERNEL=scalar|avx2|avx512|neon|dotprod|i8mm`.
+//!
+//! Weights meet activations as ggml pairs them: the activations of a row are first
+//! quantized to the weight type's [`act_type`] (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for
+//! Q4_1/Q5_1, Q8_K for K-quants), then each weight row is dotted with them. F16 and F32
+//! weights take f32 activations unchanged, which keeps F32/F16 models exact.
+
+pub mod matmul;
+pub mod scalar;
+
+use std::sync::OnceLock;
+
+use crate::quant::GgmlType;
+
+/// An instruction-set path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+    Dotprod,
+    I8mm,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::Dotprod => "dotprod",
+            Isa::I8mm => "i8mm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Isa> {
+        [
+            Isa::Scalar,
+            Isa::Avx2,
+            Isa::Avx512,
+            Isa::Neon,
+            Isa::Dotprod,
+            Isa::I8mm,
+        ]
+        .into_iter()
+        .find(|i| i.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// Σ w·a over one row of `n` elements. `w` holds the weight row in its own type,
+/// `a` the activations in [`act_type`] of that type.
+pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+
+/// Quantizes one row of activations into the bytes of an activation type.
+pub type QuantizeActFn = fn(x: &[f32], out: &mut [u8]);
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum KernelError {
+    #[error("PHIQ_KERNEL={0:?} is not a kernel path (scalar, avx2, avx512, neon, dotprod, i8mm)")]
+    UnknownPath(String),
+    #[error("PHIQ_KERNEL={0}: this CPU lacks the instructions it needs")]
+    Unsupported(&'static str),
+    #[error("no kernel multiplies {0} weights")]
+    NoKernel(GgmlType),
+}
+
+/// The kernel table. One per process, see [`kernels`].
+#[derive(Clone)]
+pub struct Kernels {
+    pub isa: Isa,
+    vec_dot: fn(GgmlType) -> Option<VecDotFn>,
+    quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
+}
+
+impl Kernels {
+    /// The dot product of `ty` weights with their activations, or an error for types
+    /// phiq cannot compute with.
+    pub fn vec_dot(&self, ty: GgmlType) -> Result<VecDotFn, KernelError> {
+        (self.vec_dot)(ty).ok_or(KernelError::NoKernel(ty))
+    }
+
+    /// Converts f32 activations into `act` (an [`act_type`]).
+    pub fn quantize_act(&self, act: GgmlType) -> Result<QuantizeActFn, KernelError> {
+        (self.quantize_act)(act).ok_or(KernelError::NoKernel(act))
+    }
+
+    /// The portable reference path.
+    pub fn scalar() -> Kernels {
+        Kernels {
+            isa: Isa::Scalar,
+            vec_dot: scalar::vec_dot,
+            quantize_act: scalar::quantize_act,
+        }
+    }
+
+    /// The paths this CPU can run, best last.
+    pub fn available() -> Vec<Isa> {
+        vec![Isa::Scalar]
+    }
+
+    /// The table for `isa`, if this CPU supports it.
+    pub fn for_isa(isa: Isa) -> Result<Kernels, KernelError> {
+        match isa {
+            Isa::Scalar => Ok(Kernels::scalar()),
+            other => Err(KernelError::Unsupported(other.name())),
+        }
+    }
+
+    /// The best path for this CPU, or the one `PHIQ_KERNEL` forces.
+    pub fn detect() -> Result<Kernels, KernelError> {
+        match std::env::var("PHIQ_KERNEL") {
+            Ok(name) if !name.is_empty() => {
+                let isa = Isa::from_name(&name).ok_or(KernelError::UnknownPath(name))?;
+                Kernels::for_isa(isa)
+            }
+            _ => {
+                let best = *Kernels::available().last().unwrap_or(&Isa::Scalar);
+                Kernels::for_isa(best)
+            }
+        }
+    }
+}
+
+/// The activation type ggml pairs with weights of type `ty`.
+pub fn act_type(ty: GgmlType) -> GgmlType {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
+        _ => F32,
+    }
+}
+
+static KERNELS: OnceLock<Result<Kernels, KernelError>> = OnceLock::new();
+
+/// The process's kernel table, detected on first use.
+pub fn kernels() -> Result<&'static Kernels, KernelError> {
+    KERNELS
+        .get_or_init(Kernels::detect)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Clone for KernelError {
+    fn clone(&self) -> Self {
+        match self {
+            KernelError::UnknownPath(s) => KernelError::UnknownPath(s.clone()),
+            KernelError::Unsupported(s) => KernelError::Unsupported(s),
+            KernelError::NoKernel(t) => KernelError::NoKernel(*t),
+        }
+    }
+}

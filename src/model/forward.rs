@@ -1,0 +1,251 @@
+//! The forward pass: a batch of new tokens in, logits out, the KV cache extended.
+//!
+//! Per layer, as HF's `PhiDecoderLayer`: one LayerNorm feeds attention and MLP in
+//! parallel, and `h = h + attn(n) + mlp(n)`.
+
+use rayon::prelude::*;
+
+use super::kv_cache::{KvCache, KvType};
+use super::ops::{Rope, gelu_new, layer_norm, softmax};
+use super::{Linear, Model, ModelError, Qkv, Result};
+use crate::kernels::matmul::matmul;
+use crate::quant;
+
+/// Which logits a call computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity, tests).
+    All,
+}
+
+/// A conversation with the model: its KV cache and position.
+pub struct Session<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    rope: Rope,
+}
+
+/// Activations of a batch of `t` tokens, row-major `[t][width]`.
+struct Batch {
+    t: usize,
+}
+
+impl<'m> Session<'m> {
+    pub(super) fn new(model: &'m Model, n_ctx: usize, kv: KvType) -> Result<Session<'m>> {
+        let hp = &model.hp;
+        let cache =
+            KvCache::new(kv, hp.n_layer, n_ctx, hp.kv_dim()).ok_or(ModelError::KvType(kv))?;
+        Ok(Session {
+            model,
+            cache,
+            rope: Rope::new(hp.n_rot, hp.rope_base),
+        })
+    }
+
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Forgets everything after the first `n` tokens (a new turn, a reset).
+    pub fn truncate(&mut self, n: usize) {
+        self.cache.len = self.cache.len.min(n);
+    }
+
+    /// Feeds `tokens` after what the cache holds and returns logits (`[t][n_vocab]`
+    /// for `Logits::All`, `[n_vocab]` for `Logits::Last`).
+    pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
+        self.eval_with(tokens, want, &mut |_, _| {})
+    }
+
+    /// As [`Session::eval`], also handing each hidden state to `hidden(index, [t][n_embd])`:
+    /// index 0 is the embeddings, `i` the output of layer `i - 1`, `n_layer + 1` the
+    /// final LayerNorm's output (HF's `output_hidden_states` order).
+    pub fn eval_with(
+        &mut self,
+        tokens: &[u32],
+        want: Logits,
+        hidden: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>> {
+        let hp = &self.model.hp;
+        let needed = self.cache.len + tokens.len();
+        if needed > self.cache.n_ctx {
+            return Err(ModelError::ContextFull {
+                needed,
+                n_ctx: self.cache.n_ctx,
+            });
+        }
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = Batch { t: tokens.len() };
+        let mut h = self.embed(tokens)?;
+        hidden(0, &h);
+        let mut n = vec![0f32; b.t * hp.n_embd];
+        for layer in 0..hp.n_layer {
+            self.layer(layer, &b, &mut h, &mut n)?;
+            hidden(layer + 1, &h);
+        }
+        self.cache.len = needed;
+
+        let m = self.model;
+        let rows: Vec<usize> = match want {
+            Logits::All => (0..b.t).collect(),
+            Logits::Last => vec![b.t - 1],
+        };
+        let mut normed = vec![0f32; rows.len() * hp.n_embd];
+        for (o, &r) in normed.chunks_exact_mut(hp.n_embd).zip(&rows) {
+            let x = &h[r * hp.n_embd..(r + 1) * hp.n_embd];
+            layer_norm(x, &m.output_norm.w, &m.output_norm.b, hp.eps, o);
+        }
+        if want == Logits::All {
+            hidden(hp.n_layer + 1, &normed);
+        }
+        let mut logits = vec![0f32; rows.len() * hp.n_vocab];
+        self.linear(&m.output, &normed, rows.len(), &mut logits)?;
+        Ok(logits)
+    }
+
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let m = self.model;
+        let d = m.hp.n_embd;
+        let w = m.weight(&m.token_embd);
+        let rb = w.row_bytes();
+        let mut h = vec![0f32; tokens.len() * d];
+        for (row, &id) in h.chunks_exact_mut(d).zip(tokens) {
+            if id as usize >= m.hp.n_vocab {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    n_vocab: m.hp.n_vocab,
+                });
+            }
+            let at = id as usize * rb;
+            quant::dequantize_row(w.ty, &w.data[at..at + rb], row).map_err(|_| {
+                ModelError::TokenOutOfRange {
+                    id,
+                    n_vocab: m.hp.n_vocab,
+                }
+            })?;
+        }
+        Ok(h)
+    }
+
+    fn linear(&self, l: &Linear, x: &[f32], t: usize, out: &mut [f32]) -> Result<()> {
+        let m = self.model;
+        matmul(m.kernels, &m.weight(&l.w), x, t, Some(&l.b), out)?;
+        Ok(())
+    }
+
+    fn layer(&mut self, i: usize, b: &Batch, h: &mut [f32], n: &mut [f32]) -> Result<()> {
+        let m = self.model;
+        let hp = &m.hp;
+        let d = hp.n_embd;
+        let layer = &m.layers[i];
+        for (o, x) in n.chunks_exact_mut(d).zip(h.chunks_exact(d)) {
+            layer_norm(x, &layer.attn_norm.w, &layer.attn_norm.b, hp.eps, o);
+        }
+        let attn = self.attention(i, b, n)?;
+        let mut up = vec![0f32; b.t * hp.n_ff];
+        self.linear(&layer.ffn_up, n, b.t, &mut up)?;
+        gelu_new(&mut up);
+        let mut mlp = vec![0f32; b.t * d];
+        self.linear(&layer.ffn_down, &up, b.t, &mut mlp)?;
+        for ((h, a), f) in h.iter_mut().zip(&attn).zip(&mlp) {
+            *h += a + f;
+        }
+        Ok(())
+    }
+
+    /// Projections, RoPE, the cache, causal attention and the output projection.
+    fn attention(&mut self, i: usize, b: &Batch, n: &[f32]) -> Result<Vec<f32>> {
+        let m = self.model;
+        let hp = &m.hp;
+        let (d, kv, hd) = (hp.n_embd, hp.kv_dim(), hp.head_dim);
+        let (mut q, mut k, v) = self.qkv(&m.layers[i].qkv, n, b.t)?;
+        let past = self.cache.len;
+        for t in 0..b.t {
+            self.rope.apply(&mut q[t * d..(t + 1) * d], hd, past + t);
+            self.rope.apply(&mut k[t * kv..(t + 1) * kv], hd, past + t);
+            self.cache.store(
+                i,
+                past + t,
+                &k[t * kv..(t + 1) * kv],
+                &v[t * kv..(t + 1) * kv],
+            );
+        }
+        let total = past + b.t;
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        self.cache.keys(i, total, &mut keys);
+        self.cache.values(i, total, &mut values);
+
+        let group = hp.n_head / hp.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut o = vec![0f32; b.t * d];
+        // One task per (token, head): each reads its own q slice and writes its own
+        // output slice.
+        o.par_chunks_mut(hd).enumerate().for_each(|(j, out)| {
+            let (t, head) = (j / hp.n_head, j % hp.n_head);
+            let g = head / group;
+            let qh = &q[t * d + head * hd..t * d + (head + 1) * hd];
+            let visible = past + t + 1;
+            let mut scores: Vec<f32> = (0..visible)
+                .map(|p| {
+                    let kh = &keys[p * kv + g * hd..p * kv + (g + 1) * hd];
+                    qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            softmax(&mut scores);
+            for (p, &w) in scores.iter().enumerate() {
+                let vh = &values[p * kv + g * hd..p * kv + (g + 1) * hd];
+                for (o, &x) in out.iter_mut().zip(vh) {
+                    *o += w * x;
+                }
+            }
+        });
+        let mut attn = vec![0f32; b.t * d];
+        self.linear(&m.layers[i].attn_output, &o, b.t, &mut attn)?;
+        Ok(attn)
+    }
+
+    fn qkv(&self, qkv: &Qkv, n: &[f32], t: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let hp = &self.model.hp;
+        let (d, kv) = (hp.n_embd, hp.kv_dim());
+        let (mut q, mut k, mut v) = (vec![0f32; t * d], vec![0f32; t * kv], vec![0f32; t * kv]);
+        match qkv {
+            Qkv::Split {
+                q: lq,
+                k: lk,
+                v: lv,
+            } => {
+                self.linear(lq, n, t, &mut q)?;
+                self.linear(lk, n, t, &mut k)?;
+                self.linear(lv, n, t, &mut v)?;
+            }
+            Qkv::Fused(l) => {
+                let w = d + 2 * kv;
+                let mut all = vec![0f32; t * w];
+                self.linear(l, n, t, &mut all)?;
+                for (r, row) in all.chunks_exact(w).enumerate() {
+                    q[r * d..(r + 1) * d].copy_from_slice(&row[..d]);
+                    k[r * kv..(r + 1) * kv].copy_from_slice(&row[d..d + kv]);
+                    v[r * kv..(r + 1) * kv].copy_from_slice(&row[d + kv..]);
+                }
+            }
+        }
+        Ok((q, k, v))
+    }
+}

@@ -1,0 +1,116 @@
+//! The key/value cache: per layer, one row of `kv_dim` keys and one of values per
+//! position, stored as F32, F16 (default, as llama.cpp) or Q8_0.
+
+use crate::quant::{self, GgmlType};
+
+/// How cached keys and values are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvType {
+    F32,
+    F16,
+    Q8_0,
+}
+
+impl KvType {
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            KvType::F32 => GgmlType::F32,
+            KvType::F16 => GgmlType::F16,
+            KvType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<KvType> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Some(KvType::F32),
+            "f16" => Some(KvType::F16),
+            "q8_0" => Some(KvType::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one cached row of `kv_dim` elements; `None` if Q8_0 blocks do not fit.
+    pub fn row_bytes(self, kv_dim: usize) -> Option<usize> {
+        self.ggml().row_bytes(kv_dim as u64).map(|b| b as usize)
+    }
+}
+
+pub struct KvCache {
+    pub ty: KvType,
+    pub n_ctx: usize,
+    pub kv_dim: usize,
+    row_bytes: usize,
+    /// Per layer: `n_ctx` rows of keys, then `n_ctx` rows of values.
+    layers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Positions filled.
+    pub len: usize,
+}
+
+impl KvCache {
+    /// Allocates the cache. Q8_0 needs `kv_dim` to be a multiple of 32 (Phi-2's 2560 is).
+    pub fn new(ty: KvType, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Option<KvCache> {
+        let row_bytes = ty.row_bytes(kv_dim)?;
+        let layers = (0..n_layer)
+            .map(|_| (vec![0u8; n_ctx * row_bytes], vec![0u8; n_ctx * row_bytes]))
+            .collect();
+        Some(KvCache {
+            ty,
+            n_ctx,
+            kv_dim,
+            row_bytes,
+            layers,
+            len: 0,
+        })
+    }
+
+    /// Bytes the cache holds.
+    pub fn bytes(&self) -> usize {
+        self.layers.len() * 2 * self.n_ctx * self.row_bytes
+    }
+
+    /// Stores the key and value rows of position `pos` in `layer`.
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let rb = self.row_bytes;
+        let ty = self.ty;
+        let (ks, vs) = &mut self.layers[layer];
+        encode(ty, k, &mut ks[pos * rb..(pos + 1) * rb]);
+        encode(ty, v, &mut vs[pos * rb..(pos + 1) * rb]);
+    }
+
+    /// Keys of positions `0..n` of `layer` as f32 rows.
+    pub fn keys(&self, layer: usize, n: usize, out: &mut Vec<f32>) {
+        self.read(&self.layers[layer].0, n, out);
+    }
+
+    /// Values of positions `0..n` of `layer` as f32 rows.
+    pub fn values(&self, layer: usize, n: usize, out: &mut Vec<f32>) {
+        self.read(&self.layers[layer].1, n, out);
+    }
+
+    fn read(&self, rows: &[u8], n: usize, out: &mut Vec<f32>) {
+        out.resize(n * self.kv_dim, 0.0);
+        let rb = self.row_bytes;
+        let ty = self.ty.ggml();
+        for (o, r) in out
+            .chunks_exact_mut(self.kv_dim)
+            .zip(rows[..n * rb].chunks_exact(rb))
+        {
+            // Same sizes as at construction: cannot fail.
+            let _ = quant::dequantize_row(ty, r, o);
+        }
+    }
+}
+
+/// Stores activations as ggml's cache does: no refusal of values F16 cannot hold
+/// (they become infinite, as in llama.cpp), unlike the checked weight quantizers.
+fn encode(ty: KvType, x: &[f32], out: &mut [u8]) {
+    match ty {
+        KvType::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
+        KvType::F16 => {
+            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        KvType::Q8_0 => quant::with_blocks_mut(out, |b| quant::quantize_row_q8_0_ref(x, b)),
+    }
+}

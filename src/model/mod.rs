@@ -1,0 +1,355 @@
+//! Phi-2 (`PhiForCausalLM`) over a memory-mapped GGUF in llama.cpp's `phi2` layout.
+//!
+//! Weights stay in the map (no copy of quantized tensors); only norms and biases,
+//! a few kilobytes a layer, are widened to f32 at load. Matrix products go through
+//! the kernel table, so nothing here names an instruction set.
+
+mod forward;
+pub mod kv_cache;
+pub mod ops;
+
+pub use forward::{Logits, Session};
+pub use kv_cache::{KvCache, KvType};
+
+use std::path::Path;
+
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::kernels::matmul::Weight;
+use crate::kernels::{self, KernelError, Kernels};
+use crate::quant::{self, GgmlType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: general.architecture is {found:?}; phiq runs phi2 models only")]
+    Architecture { path: String, found: String },
+    #[error("{path}: {key} = {value} is not usable: {why}")]
+    Hparam {
+        path: String,
+        key: String,
+        value: u64,
+        why: &'static str,
+    },
+    #[error("tensor {tensor:?}: shape {found:?}, expected {expected:?}")]
+    Shape {
+        tensor: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+    #[error("tensor {tensor:?}: {source}")]
+    Kernel {
+        tensor: String,
+        #[source]
+        source: KernelError,
+    },
+    #[error(
+        "tensor {tensor:?}: type {ty} cannot be used here (norms and biases must be F32, F16 or BF16)"
+    )]
+    VectorType { tensor: String, ty: GgmlType },
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("the context holds {n_ctx} tokens; {needed} are needed")]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error("KV cache type {0:?} needs rows that are a whole number of 32-element blocks")]
+    KvType(KvType),
+    #[error(transparent)]
+    Kernels(#[from] KernelError),
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Hyperparameters, from the `phi2.*` metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hparams {
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_rot: usize,
+    pub eps: f32,
+    pub rope_base: f32,
+}
+
+impl Hparams {
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    fn from_gguf(f: &GgufFile) -> Result<Hparams> {
+        let path = f.path().display().to_string();
+        let arch = f.architecture().unwrap_or("");
+        if arch != "phi2" {
+            return Err(ModelError::Architecture {
+                path,
+                found: arch.to_string(),
+            });
+        }
+        let get = |k: &str| -> Result<usize> { Ok(f.get_uint(&format!("phi2.{k}"))? as usize) };
+        let n_embd = get("embedding_length")?;
+        let n_head = get("attention.head_count")?;
+        let n_head_kv = match f.get("phi2.attention.head_count_kv") {
+            Some(_) => get("attention.head_count_kv")?,
+            None => n_head,
+        };
+        let bad = |key: &str, value: usize, why| ModelError::Hparam {
+            path: path.clone(),
+            key: format!("phi2.{key}"),
+            value: value as u64,
+            why,
+        };
+        if n_head == 0 || n_embd % n_head != 0 {
+            return Err(bad(
+                "attention.head_count",
+                n_head,
+                "must divide the embedding length",
+            ));
+        }
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(bad(
+                "attention.head_count_kv",
+                n_head_kv,
+                "must divide the head count",
+            ));
+        }
+        let head_dim = n_embd / n_head;
+        let n_rot = get("rope.dimension_count")?;
+        if n_rot > head_dim || n_rot % 2 != 0 {
+            return Err(bad(
+                "rope.dimension_count",
+                n_rot,
+                "must be even and at most the head size",
+            ));
+        }
+        let eps = f.get_float("phi2.attention.layer_norm_epsilon")? as f32;
+        let rope_base = match f.get("phi2.rope.freq_base") {
+            Some(_) => f.get_float("phi2.rope.freq_base")? as f32,
+            None => 10000.0,
+        };
+        let (info, _) = f.tensor("token_embd.weight")?;
+        Ok(Hparams {
+            n_vocab: info.n_rows() as usize,
+            n_ctx_train: get("context_length")?,
+            n_embd,
+            n_ff: get("feed_forward_length")?,
+            n_layer: get("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot,
+            eps,
+            rope_base,
+        })
+    }
+}
+
+/// A weight matrix of the file, by index into its tensor table.
+#[derive(Clone, Copy, Debug)]
+struct MatrixRef {
+    index: usize,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+}
+
+/// A linear layer: matrix plus bias.
+struct Linear {
+    w: MatrixRef,
+    b: Vec<f32>,
+}
+
+struct Norm {
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+enum Qkv {
+    Split {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
+    /// llama.cpp's Dec-2023 files: one matrix whose rows are q, then k, then v.
+    Fused(Linear),
+}
+
+struct Layer {
+    attn_norm: Norm,
+    qkv: Qkv,
+    attn_output: Linear,
+    ffn_up: Linear,
+    ffn_down: Linear,
+}
+
+pub struct Model {
+    file: GgufFile,
+    pub hp: Hparams,
+    kernels: &'static Kernels,
+    token_embd: MatrixRef,
+    layers: Vec<Layer>,
+    output_norm: Norm,
+    output: Linear,
+}
+
+impl Model {
+    /// Maps `path` and checks every tensor the graph needs: name, shape, type.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let file = GgufFile::open(path)?;
+        let hp = Hparams::from_gguf(&file)?;
+        let kernels = kernels::kernels()?;
+        let l = Loader {
+            f: &file,
+            k: kernels,
+        };
+        let (d, ff, kv) = (hp.n_embd, hp.n_ff, hp.kv_dim());
+        let token_embd = l.matrix("token_embd.weight", hp.n_vocab, d, false)?;
+        let layers = (0..hp.n_layer)
+            .map(|i| {
+                let name = |t: &str| format!("blk.{i}.{t}");
+                let qkv = if file.tensor(&name("attn_qkv.weight")).is_ok() {
+                    Qkv::Fused(l.linear(&name("attn_qkv"), d + 2 * kv, d)?)
+                } else {
+                    Qkv::Split {
+                        q: l.linear(&name("attn_q"), d, d)?,
+                        k: l.linear(&name("attn_k"), kv, d)?,
+                        v: l.linear(&name("attn_v"), kv, d)?,
+                    }
+                };
+                Ok(Layer {
+                    attn_norm: l.norm(&name("attn_norm"), d)?,
+                    qkv,
+                    attn_output: l.linear(&name("attn_output"), d, d)?,
+                    ffn_up: l.linear(&name("ffn_up"), ff, d)?,
+                    ffn_down: l.linear(&name("ffn_down"), d, ff)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output_norm = l.norm("output_norm", d)?;
+        let output = l.linear("output", hp.n_vocab, d)?;
+        Ok(Model {
+            file,
+            hp,
+            kernels,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+        })
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    fn weight(&self, m: &MatrixRef) -> Weight<'_> {
+        let info = &self.file.tensors[m.index];
+        Weight {
+            ty: m.ty,
+            data: self.file.tensor_data(info),
+            rows: m.rows,
+            cols: m.cols,
+        }
+    }
+
+    /// Bytes of weights a forward pass reads per token (the bandwidth bound's numerator).
+    pub fn weight_bytes(&self) -> u64 {
+        self.file.tensors.iter().map(|t| t.n_bytes).sum()
+    }
+
+    /// A new session with its own KV cache of `n_ctx` positions.
+    pub fn session(&self, n_ctx: usize, kv: KvType) -> Result<Session<'_>> {
+        Session::new(self, n_ctx, kv)
+    }
+}
+
+struct Loader<'a> {
+    f: &'a GgufFile,
+    k: &'a Kernels,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str) -> Result<(usize, &TensorInfo)> {
+        let info = self.f.tensor(name)?.0;
+        let index = self
+            .f
+            .tensors
+            .iter()
+            .position(|t| std::ptr::eq(t, info))
+            .unwrap_or(0);
+        Ok((index, info))
+    }
+
+    fn check_shape(info: &TensorInfo, expected: &[u64]) -> Result<()> {
+        if info.shape != expected {
+            return Err(ModelError::Shape {
+                tensor: info.name.clone(),
+                found: info.shape.clone(),
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A `rows` x `cols` matrix; `compute` says it goes through the matmul kernels
+    /// (the embedding is only ever read a row at a time, by dequantization).
+    fn matrix(&self, name: &str, rows: usize, cols: usize, compute: bool) -> Result<MatrixRef> {
+        let (index, info) = self.info(name)?;
+        Self::check_shape(info, &[cols as u64, rows as u64])?;
+        let kernel_err = |source| ModelError::Kernel {
+            tensor: name.to_string(),
+            source,
+        };
+        if compute {
+            self.k.vec_dot(info.ty).map_err(kernel_err)?;
+        } else if !quant::can_dequantize(info.ty) {
+            return Err(kernel_err(KernelError::NoKernel(info.ty)));
+        }
+        Ok(MatrixRef {
+            index,
+            ty: info.ty,
+            rows,
+            cols,
+        })
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let (_, info) = self.info(name)?;
+        Self::check_shape(info, &[n as u64])?;
+        if !matches!(info.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return Err(ModelError::VectorType {
+                tensor: name.to_string(),
+                ty: info.ty,
+            });
+        }
+        let mut out = vec![0f32; n];
+        quant::dequantize_row(info.ty, self.f.tensor_data(info), &mut out).map_err(|_| {
+            ModelError::VectorType {
+                tensor: name.to_string(),
+                ty: info.ty,
+            }
+        })?;
+        Ok(out)
+    }
+
+    fn linear(&self, base: &str, rows: usize, cols: usize) -> Result<Linear> {
+        Ok(Linear {
+            w: self.matrix(&format!("{base}.weight"), rows, cols, true)?,
+            b: self.vector(&format!("{base}.bias"), rows)?,
+        })
+    }
+
+    fn norm(&self, base: &str, n: usize) -> Result<Norm> {
+        Ok(Norm {
+            w: self.vector(&format!("{base}.weight"), n)?,
+            b: self.vector(&format!("{base}.bias"), n)?,
+        })
+    }
+}

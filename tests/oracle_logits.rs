@@ -1,0 +1,160 @@
+//! The runtime against Hugging Face transformers: logits, hidden states and greedy
+//! continuations of the reference checkpoint, converted to F32 and F16 GGUFs.
+
+#[path = "support/oracle.rs"]
+mod oracle;
+
+use phiq::model::{KvType, Logits, Model};
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn models() -> (tempfile::TempDir, Vec<(&'static str, Model)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let models = ["f32", "f16"]
+        .into_iter()
+        .map(|ty| {
+            let path = oracle::gguf_from(
+                &oracle::checkpoint(),
+                ty,
+                &dir.path().join(format!("{ty}.gguf")),
+            );
+            (ty, Model::load(&path).unwrap())
+        })
+        .collect();
+    (dir, models)
+}
+
+#[test]
+fn logits_match_transformers_within_1e_4() {
+    let reference = oracle::reference();
+    let (_dir, models) = models();
+    for (ty, model) in &models {
+        for seq in reference["logits"]["sequences"].as_array().unwrap() {
+            let ids = oracle::ids(&seq["ids"]);
+            let (shape, want) = oracle::npy_f32(
+                &oracle::root()
+                    .join("expected")
+                    .join(seq["file"].as_str().unwrap()),
+            );
+            assert_eq!(shape, [ids.len(), model.hp.n_vocab]);
+            // Whole sequence as one batch.
+            let mut s = model.session(256, KvType::F32).unwrap();
+            let got = s.eval(&ids, Logits::All).unwrap();
+            let diff = max_abs_diff(&got, &want);
+            assert!(diff < 1e-4, "{ty} {}: batch max |diff| {diff}", seq["name"]);
+            // Token by token through the KV cache (F32 cache: exact).
+            let mut s = model.session(256, KvType::F32).unwrap();
+            for (t, id) in ids.iter().enumerate() {
+                let got = s.eval(&[*id], Logits::Last).unwrap();
+                let row = &want[t * model.hp.n_vocab..(t + 1) * model.hp.n_vocab];
+                let diff = max_abs_diff(&got, row);
+                assert!(
+                    diff < 1e-4,
+                    "{ty} {} token {t}: cached max |diff| {diff}",
+                    seq["name"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hidden_states_match_layer_by_layer() {
+    let reference = oracle::reference();
+    let hs = &reference["hidden_states"];
+    let seq = reference["logits"]["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == hs["sequence"])
+        .unwrap();
+    let ids = oracle::ids(&seq["ids"]);
+    let (shape, want) = oracle::npy_f32(
+        &oracle::root()
+            .join("expected")
+            .join(hs["file"].as_str().unwrap()),
+    );
+    let (_dir, models) = models();
+    let (_, model) = &models[0];
+    let per = shape[1] * shape[2];
+    let mut s = model.session(256, KvType::F32).unwrap();
+    let mut seen = 0;
+    s.eval_with(&ids, Logits::All, &mut |i, h| {
+        let diff = max_abs_diff(h, &want[i * per..(i + 1) * per]);
+        assert!(diff < 1e-4, "hidden state {i}: max |diff| {diff}");
+        seen += 1;
+    })
+    .unwrap();
+    assert_eq!(seen, shape[0]);
+}
+
+#[test]
+fn greedy_continuations_are_identical() {
+    let reference = oracle::reference();
+    let (_dir, models) = models();
+    for (ty, model) in &models {
+        for p in reference["generation"]["prompts"].as_array().unwrap() {
+            let prompt = oracle::ids(&p["prompt_ids"]);
+            let want = oracle::ids(&p["new_ids"]);
+            let mut s = model.session(256, KvType::F16).unwrap();
+            let mut logits = s.eval(&prompt, Logits::Last).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..want.len() {
+                let next = argmax(&logits);
+                got.push(next);
+                if next == 50256 {
+                    break;
+                }
+                logits = s.eval(&[next], Logits::Last).unwrap();
+            }
+            assert_eq!(got, want, "{ty}: {:?}", p["prompt"]);
+        }
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn perplexity_matches_within_1e_4_relative() {
+    let reference = oracle::reference();
+    let ppl = &reference["perplexity"];
+    let ids = oracle::ids(&ppl["ids"]);
+    let (_dir, models) = models();
+    for (ty, model) in &models {
+        let mut s = model.session(256, KvType::F16).unwrap();
+        let logits = s.eval(&ids, Logits::All).unwrap();
+        let n = model.hp.n_vocab;
+        let mut nll = 0f64;
+        for t in 0..ids.len() - 1 {
+            let row = &logits[t * n..(t + 1) * n];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            nll += lse - row[ids[t + 1] as usize] as f64;
+        }
+        let mean = nll / (ids.len() - 1) as f64;
+        let want = ppl["mean_nll"].as_f64().unwrap();
+        assert!(
+            ((mean - want) / want).abs() < 1e-4,
+            "{ty}: mean NLL {mean} vs {want}"
+        );
+    }
+}

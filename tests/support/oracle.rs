@@ -1,0 +1,72 @@
+//! The Hugging Face reference in tests/fixtures/oracle: GGUFs made from its checkpoint,
+//! its JSON and its `.npy` arrays.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use phiq_quantize::convert::NoProgress;
+use phiq_quantize::{FileType, Input, Plan, convert};
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle/dev")
+}
+
+pub fn checkpoint() -> PathBuf {
+    root().join("checkpoint")
+}
+
+pub fn reference() -> Value {
+    let text = std::fs::read_to_string(root().join("expected/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Converts the Hugging Face folder `input` to `out` with the real converter.
+pub fn gguf_from(input: &Path, ty: &str, out: &Path) -> PathBuf {
+    let input = Input::open(input).unwrap();
+    let plan = Plan::new(&input, FileType::by_name(ty).unwrap(), Some("oracle")).unwrap();
+    convert(&input, &plan, out, &NoProgress).unwrap();
+    out.to_path_buf()
+}
+
+/// A float32 `.npy` array: its shape and values.
+pub fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape = shape_text
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (shape, data)
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
