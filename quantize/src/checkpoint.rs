@@ -31,21 +31,32 @@ impl WeightDtype {
     }
 
     /// Widens little-endian elements in `bytes` to f32; exact for all three types.
+    /// F16 goes through `half`'s slice conversion, which uses F16C/NEON when the CPU
+    /// has it: element by element in software it dominated conversion time.
     pub fn to_f32(self, bytes: &[u8], out: &mut [f32]) {
-        let chunks = bytes.chunks_exact(self.size());
+        use half::slice::HalfFloatSliceExt;
         match self {
-            WeightDtype::F32 => out
-                .iter_mut()
-                .zip(chunks)
-                .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            WeightDtype::F16 => out
-                .iter_mut()
-                .zip(chunks)
-                .for_each(|(o, c)| *o = f16::from_le_bytes([c[0], c[1]]).to_f32()),
-            WeightDtype::BF16 => out
-                .iter_mut()
-                .zip(chunks)
-                .for_each(|(o, c)| *o = bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            WeightDtype::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                Ok(x) => out.copy_from_slice(x),
+                Err(_) => out
+                    .iter_mut()
+                    .zip(bytes.chunks_exact(4))
+                    .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            },
+            WeightDtype::F16 => match bytemuck::try_cast_slice::<u8, f16>(bytes) {
+                Ok(x) => x.convert_to_f32_slice(out),
+                Err(_) => out
+                    .iter_mut()
+                    .zip(bytes.chunks_exact(2))
+                    .for_each(|(o, c)| *o = f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            },
+            WeightDtype::BF16 => match bytemuck::try_cast_slice::<u8, bf16>(bytes) {
+                Ok(x) => x.convert_to_f32_slice(out),
+                Err(_) => out
+                    .iter_mut()
+                    .zip(bytes.chunks_exact(2))
+                    .for_each(|(o, c)| *o = bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            },
         }
     }
 }
