@@ -1,0 +1,380 @@
+//! `phiq run`, `tokenize`, `perplexity` and `chat` as a user runs them, against the
+//! transformers reference, plus the inputs that must fail cleanly.
+
+#[path = "support/oracle.rs"]
+mod oracle;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use phiq::gguf::{GgufFile, GgufWriter, MetaValue, TensorSpec};
+use serde_json::Value;
+
+/// The reference checkpoint as an F16 GGUF, made once for all tests of this file.
+fn model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = MODEL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = oracle::gguf_from(
+            &oracle::checkpoint(),
+            "f16",
+            &dir.path().join("dev-f16.gguf"),
+        );
+        (dir, path)
+    });
+    path
+}
+
+fn phiq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phiq"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let o = phiq(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Fails cleanly: exit 1 (2 for a bad flag, as clap does; never a panic's 101 or a
+/// signal) and a message with `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let o = phiq(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        matches!(o.status.code(), Some(1 | 2)),
+        "{args:?}: {:?} {stderr}",
+        o.status
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
+}
+
+fn m() -> &'static str {
+    model().to_str().unwrap()
+}
+
+#[test]
+fn run_greedy_json_equals_transformers() {
+    let reference = oracle::reference();
+    for p in reference["generation"]["prompts"].as_array().unwrap() {
+        let prompt = p["prompt"].as_str().unwrap();
+        let n = p["n_new"].as_u64().unwrap().to_string();
+        let out = ok_json(&[
+            "run",
+            "-m",
+            m(),
+            "-p",
+            prompt,
+            "-n",
+            &n,
+            "--temp",
+            "0",
+            "--json",
+        ]);
+        assert_eq!(out["prompt_tokens"], p["prompt_ids"]);
+        assert_eq!(out["tokens"], p["new_ids"]);
+        assert_eq!(out["text"], p["new_text"]);
+        for k in ["load_ms", "prompt_tok_s", "gen_tok_s"] {
+            assert!(out["timings"][k].as_f64().unwrap() >= 0.0, "{k}");
+        }
+    }
+}
+
+#[test]
+fn run_streams_text_and_reports_timings() {
+    let reference = oracle::reference();
+    let p = &reference["generation"]["prompts"][0];
+    let o = phiq(&[
+        "run",
+        "-m",
+        m(),
+        "-p",
+        p["prompt"].as_str().unwrap(),
+        "-n",
+        "24",
+        "--temp",
+        "0",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end(),
+        p["new_text"].as_str().unwrap().trim_end()
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("tok/s") && stderr.contains("load"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn seed_makes_sampling_reproducible() {
+    let run = |seed: &str| {
+        ok_json(&[
+            "run",
+            "-m",
+            m(),
+            "-p",
+            "Once",
+            "-n",
+            "12",
+            "--temp",
+            "1.5",
+            "--top-k",
+            "0",
+            "--top-p",
+            "1",
+            "--min-p",
+            "0",
+            "--seed",
+            seed,
+            "--json",
+        ])["tokens"]
+            .clone()
+    };
+    assert_eq!(run("5"), run("5"));
+    assert_ne!(run("5"), run("6"));
+}
+
+#[test]
+fn tokenize_matches_transformers() {
+    let reference = oracle::reference();
+    for case in reference["tokenizer"]["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        if text.is_empty() {
+            continue;
+        }
+        let out = ok_json(&["tokenize", "-m", m(), "-p", text, "--json"]);
+        assert_eq!(out["ids"], case["ids"], "{text:?}");
+    }
+    let o = phiq(&["tokenize", "-m", m(), "-p", "Hello  world"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "15496\tHello\n50286\t  \n6894\tworld\n"
+    );
+}
+
+#[test]
+fn perplexity_matches_transformers() {
+    let reference = oracle::reference();
+    let ppl = &reference["perplexity"];
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, ppl["text"].as_str().unwrap()).unwrap();
+    let out = ok_json(&[
+        "perplexity",
+        "-m",
+        m(),
+        "-f",
+        text.to_str().unwrap(),
+        "--json",
+    ]);
+    let (got, want) = (out["ppl"].as_f64().unwrap(), ppl["ppl"].as_f64().unwrap());
+    assert!(((got - want) / want).abs() < 1e-4, "ppl {got} vs {want}");
+    assert_eq!(out["tokens"], ppl["n_tokens"]);
+    assert_eq!(out["chunks"], 1);
+    // Chunks of 8 tokens: more chunks, each scored on its own.
+    let out = ok_json(&[
+        "perplexity",
+        "-m",
+        m(),
+        "-f",
+        text.to_str().unwrap(),
+        "--ctx",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(out["chunks"], 5);
+}
+
+#[test]
+fn edge_cases_give_sensible_results() {
+    // -n 0: nothing generated, still a clean run.
+    let out = ok_json(&["run", "-m", m(), "-p", "Hello", "-n", "0", "--json"]);
+    assert_eq!(out["tokens"], serde_json::json!([]));
+    // Empty prompt: generation starts from <|endoftext|>.
+    let out = ok_json(&[
+        "run",
+        "-m",
+        m(),
+        "-p",
+        "",
+        "-n",
+        "3",
+        "--temp",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(out["prompt_tokens"], serde_json::json!([50256]));
+    // Generation stops when the context is full: 2 prompt tokens + 4 fed back fill 6
+    // positions, and the logits of the last one still give a 5th token.
+    let out = ok_json(&[
+        "run",
+        "-m",
+        m(),
+        "-p",
+        "Hello world",
+        "-n",
+        "50",
+        "--ctx",
+        "6",
+        "--temp",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(out["tokens"].as_array().unwrap().len(), 5);
+    fails_with(
+        &[
+            "run",
+            "-m",
+            m(),
+            "-p",
+            "one two three four five six seven",
+            "--ctx",
+            "4",
+        ],
+        "the prompt has 7 tokens but the context holds 4",
+    );
+    fails_with(
+        &["run", "-m", m(), "-p", "x", "--kv-type", "q4"],
+        "expected f32, f16 or q8_0",
+    );
+    fails_with(
+        &["run", "-m", "/nonexistent.gguf", "-p", "x"],
+        "/nonexistent.gguf",
+    );
+    // A Q8_0 cache (the dev model's 32-wide rows are one block each).
+    let out = ok_json(&[
+        "run",
+        "-m",
+        m(),
+        "-p",
+        "Hello",
+        "-n",
+        "2",
+        "--kv-type",
+        "q8_0",
+        "--json",
+    ]);
+    assert_eq!(out["tokens"].as_array().unwrap().len(), 2);
+}
+
+/// Copies the model's GGUF with metadata changed by `edit`.
+fn rewrite(edit: impl Fn(&mut Vec<(String, MetaValue)>), out: &Path) {
+    let f = GgufFile::open(model()).unwrap();
+    let mut meta = f.metadata.clone();
+    edit(&mut meta);
+    let specs: Vec<TensorSpec> = f
+        .tensors
+        .iter()
+        .map(|t| TensorSpec::new(&t.name, t.ty, &t.shape))
+        .collect();
+    let mut w = GgufWriter::create(out, &meta, specs).unwrap();
+    for t in &f.tensors {
+        w.write_tensor(&t.name, f.tensor_data(t)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn bad_model_files_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(model()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &["run", "-m", truncated.to_str().unwrap(), "-p", "x"],
+        "beyond the end of the file",
+    );
+
+    let llama = dir.path().join("llama.gguf");
+    rewrite(
+        |m| {
+            for kv in m.iter_mut().filter(|kv| kv.0 == "general.architecture") {
+                kv.1 = MetaValue::String("llama".into());
+            }
+        },
+        &llama,
+    );
+    fails_with(
+        &["run", "-m", llama.to_str().unwrap(), "-p", "x"],
+        "phiq runs phi2 models only",
+    );
+
+    let no_tok = dir.path().join("no-tokenizer.gguf");
+    rewrite(|m| m.retain(|kv| !kv.0.starts_with("tokenizer.")), &no_tok);
+    fails_with(
+        &["run", "-m", no_tok.to_str().unwrap(), "-p", "x"],
+        "tokenizer.ggml",
+    );
+    fails_with(
+        &["tokenize", "-m", no_tok.to_str().unwrap(), "-p", "x"],
+        "tokenizer.ggml",
+    );
+
+    let no_hparam = dir.path().join("no-hparam.gguf");
+    rewrite(|m| m.retain(|kv| kv.0 != "phi2.block_count"), &no_hparam);
+    fails_with(
+        &["run", "-m", no_hparam.to_str().unwrap(), "-p", "x"],
+        "phi2.block_count",
+    );
+}
+
+fn chat(input: &str, extra: &[&str]) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_phiq"))
+        .args(["chat", "-m", m(), "--temp", "0"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn chat_answers_resets_and_exits() {
+    let (out, err) = chat(
+        "Write a haiku about the sea.\n/reset\nHi\n/exit\nnever read\n",
+        &["-n", "24"],
+    );
+    // The first answer is the reference continuation of the same Instruct prompt.
+    let reference = oracle::reference();
+    let want = reference["generation"]["prompts"][0]["new_text"]
+        .as_str()
+        .unwrap();
+    assert!(out.starts_with(want.trim_end()), "{out:?}");
+    assert!(err.contains("conversation forgotten"), "{err}");
+    assert_eq!(out.lines().count(), 2, "{out:?}");
+}
+
+#[test]
+fn chat_drops_old_turns_when_the_context_fills() {
+    let long = "tell me about the sea and the sky and the land ".repeat(3);
+    let input = format!("{long}\n{long}\n{long}\n{long}\n");
+    let (out, err) = chat(&input, &["-n", "8", "--ctx", "96", "--style", "chat"]);
+    assert!(err.contains("dropped the"), "{err}");
+    assert_eq!(out.lines().count(), 4, "{out:?}");
+}
