@@ -184,7 +184,7 @@ pub fn with_blocks_mut<B: Pod, R>(out: &mut [u8], f: impl FnOnce(&mut [B]) -> R)
     }
 }
 
-/// ggml's `nearest_int`: round half to even, as the 1.5·2²³ trick does.
+/// ggml's `nearest_int` inside its intended range: round half to even.
 #[inline]
 pub fn nearest_int(x: f32) -> i32 {
     x.round_ties_even() as i32

@@ -38,8 +38,30 @@ fn quantize_q8(x: &[f32]) -> (f32, [i8; 32]) {
     }
     let d = amax / 127.0;
     let id = inverse_or_zero(d);
-    let qs = std::array::from_fn(|j| c_float_to_int((x[j] * id).round()) as i8);
+    let qs = std::array::from_fn(|j| c_float_to_int(roundf(x[j] * id)) as i8);
     (d, qs)
+}
+
+/// C's `roundf` (ties away from zero). `f32::round` is a libm call on targets built
+/// without SSE4.1, and activations are quantized an element at a time on every token:
+/// truncation and one comparison give the same result for every input.
+#[inline]
+fn roundf(x: f32) -> f32 {
+    // From 2^23 up every f32 is an integer; NaN fails the test and passes through.
+    if x.abs() < 8_388_608.0 {
+        let t = x as i32 as f32;
+        let f = x - t;
+        let r = if f >= 0.5 {
+            t + 1.0
+        } else if f <= -0.5 {
+            t - 1.0
+        } else {
+            t
+        };
+        r.copysign(x)
+    } else {
+        x
+    }
 }
 
 /// Quantizes with ggml's `quantize_row_q8_0_ref`. Panics unless `x` fills `y` exactly.
@@ -122,6 +144,44 @@ mod tests {
             assert!(ggml_error(&x, &y) < GGML_MAX_ERROR, "{offset}");
             // d/sqrt(12) with d = 2.1/127, plus 10%.
             assert!(rmse(&x, &y) < 0.0055, "{offset}: {}", rmse(&x, &y));
+        }
+    }
+
+    #[test]
+    fn roundf_equals_f32_round_everywhere() {
+        let mut bits = 0x1234_5678u32;
+        let check = |x: f32| {
+            let (a, b) = (roundf(x), x.round());
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{x}: {a} vs {b}"
+            );
+        };
+        for x in [
+            0.5f32,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999997,
+            -0.49999997,
+            8388607.5,
+            -8388607.5,
+            8388608.0,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e30,
+            -1e-30,
+        ] {
+            check(x);
+        }
+        for _ in 0..1_000_000 {
+            bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            check(f32::from_bits(bits));
+            check((bits % 100_000) as f32 / 64.0 - 700.0);
         }
     }
 
