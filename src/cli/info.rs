@@ -13,8 +13,11 @@ use serde_json::{Value, json};
 #[derive(Args)]
 pub struct InfoArgs {
     /// The GGUF file to describe.
-    #[arg(value_name = "FILE.gguf")]
-    file: PathBuf,
+    #[arg(value_name = "FILE.gguf", required_unless_present = "cpu")]
+    file: Option<PathBuf>,
+    /// Print the CPU features found and the kernel path chosen.
+    #[arg(long)]
+    cpu: bool,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -27,7 +30,13 @@ pub struct InfoArgs {
 const ARRAY_ITEMS_SHOWN: usize = 16;
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let file = GgufFile::open(&args.file)?;
+    if args.cpu {
+        print_cpu(args.json)?;
+    }
+    let Some(path) = &args.file else {
+        return Ok(());
+    };
+    let file = GgufFile::open(path)?;
     let totals = Totals::of(&file.tensors);
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.json {
@@ -38,6 +47,54 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         print_text(&mut out, &file, &totals, args.full)?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// CPU features, the kernel paths they allow, and the one chosen (or forced with
+/// `PHIQ_KERNEL`).
+fn print_cpu(as_json: bool) -> Result<()> {
+    use phiq::kernels::Kernels;
+    let features = Kernels::cpu_features();
+    let available: Vec<&str> = Kernels::available().iter().map(|i| i.name()).collect();
+    let chosen = phiq::kernels::kernels().map(|k| k.isa.name());
+    let threads = rayon::current_num_threads();
+    if as_json {
+        let f: serde_json::Map<String, Value> = features
+            .iter()
+            .map(|(n, on)| (n.to_string(), json!(on)))
+            .collect();
+        let (name, error) = match &chosen {
+            Ok(c) => (Some(*c), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        println!(
+            "{}",
+            json!({ "arch": std::env::consts::ARCH, "features": f, "paths": available, "chosen": name, "error": error, "threads": threads })
+        );
+    } else {
+        println!(
+            "cpu           {} ({} threads by default)",
+            std::env::consts::ARCH,
+            threads
+        );
+        let shown: Vec<String> = features
+            .iter()
+            .map(|(n, on)| format!("{n}{}", if *on { "" } else { " (no)" }))
+            .collect();
+        println!("features      {}", shown.join(", "));
+        println!("kernel paths  {}", available.join(", "));
+        match chosen {
+            Ok(c) => println!(
+                "chosen        {c}{}",
+                if std::env::var_os("PHIQ_KERNEL").is_some() {
+                    " (PHIQ_KERNEL)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => println!("chosen        none: {e}"),
+        }
+    }
     Ok(())
 }
 

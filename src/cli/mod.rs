@@ -1,5 +1,6 @@
 //! Subcommands of `phiq`, in llama.cpp's vocabulary.
 
+mod bench;
 mod chat;
 mod common;
 mod info;
@@ -35,6 +36,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Show the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
+    /// Measure prompt and generation speed (llama-bench style).
+    Bench(bench::BenchArgs),
     /// Describe a GGUF file: architecture, hyperparameters, metadata, tensors, size.
     Info(info::InfoArgs),
 }
@@ -46,6 +49,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat::run(&args)?,
         Command::Perplexity(args) => perplexity::run(&args)?,
         Command::Tokenize(args) => tokenize::run(&args)?,
+        Command::Bench(args) => bench::run(&args)?,
         Command::Info(args) => info::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -10,8 +10,12 @@
 //! Q4_1/Q5_1, Q8_K for K-quants), then each weight row is dotted with them. F16 and F32
 //! weights take f32 activations unchanged, which keeps F32/F16 models exact.
 
+#[cfg(target_arch = "aarch64")]
+pub mod arm;
 pub mod matmul;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 use std::sync::OnceLock;
 
@@ -100,17 +104,55 @@ impl Kernels {
         }
     }
 
+    /// A table of this architecture's SIMD path; only `x86`/`arm` build these, and
+    /// only after detecting the CPU features the path needs.
+    #[allow(dead_code)]
+    pub(crate) fn simd(
+        isa: Isa,
+        vec_dot: fn(GgmlType) -> Option<VecDotFn>,
+        quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
+    ) -> Kernels {
+        Kernels {
+            isa,
+            vec_dot,
+            quantize_act,
+        }
+    }
+
     /// The paths this CPU can run, best last.
     pub fn available() -> Vec<Isa> {
-        vec![Isa::Scalar]
+        let mut paths = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        paths.extend(x86::available());
+        #[cfg(target_arch = "aarch64")]
+        paths.extend(arm::available());
+        paths
     }
 
     /// The table for `isa`, if this CPU supports it.
     pub fn for_isa(isa: Isa) -> Result<Kernels, KernelError> {
-        match isa {
-            Isa::Scalar => Ok(Kernels::scalar()),
-            other => Err(KernelError::Unsupported(other.name())),
+        if isa == Isa::Scalar {
+            return Ok(Kernels::scalar());
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = x86::table(isa) {
+            return Ok(k);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(k) = arm::table(isa) {
+            return Ok(k);
+        }
+        Err(KernelError::Unsupported(isa.name()))
+    }
+
+    /// The CPU features this process detected, for `phiq info --cpu`.
+    pub fn cpu_features() -> Vec<(&'static str, bool)> {
+        #[cfg(target_arch = "x86_64")]
+        return x86::features();
+        #[cfg(target_arch = "aarch64")]
+        return arm::features();
+        #[allow(unreachable_code)]
+        Vec::new()
     }
 
     /// The best path for this CPU, or the one `PHIQ_KERNEL` forces.
