@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use phiq::gguf::Load;
 use phiq::model::{KvType, Logits, Model, Session};
 use phiq::sample::{Sampler, SamplerConfig};
 use phiq::tokenizer::{StreamDecoder, Tokenizer};
@@ -30,6 +31,12 @@ pub struct ModelArgs {
     /// Prompt tokens evaluated per batch.
     #[arg(short = 'b', long = "batch", value_name = "N", default_value_t = 512)]
     pub batch: usize,
+    /// Lock the weights in RAM so they are never paged out.
+    #[arg(long)]
+    pub mlock: bool,
+    /// Read the whole file into memory instead of mapping it.
+    #[arg(long)]
+    pub no_mmap: bool,
 }
 
 fn parse_kv(s: &str) -> Result<KvType, String> {
@@ -105,7 +112,16 @@ impl ModelArgs {
             bail!("--batch must be at least 1");
         }
         let start = Instant::now();
-        let model = Model::load(&self.model)?;
+        let load = if self.no_mmap { Load::Read } else { Load::Map };
+        let model = Model::load_with(&self.model, load)?;
+        if self.mlock
+            && let Err(e) = model.file().lock()
+        {
+            eprintln!(
+                "phiq: warning: --mlock failed ({e}); raise `ulimit -l` to lock {} MB",
+                model.file().file_len() / 1_000_000
+            );
+        }
         let tokenizer = Tokenizer::from_gguf(model.file())
             .with_context(|| format!("{}: the tokenizer", self.model.display()))?;
         Ok(Loaded {
@@ -124,9 +140,45 @@ impl ModelArgs {
         Ok(n)
     }
 
+    /// A session of `--ctx` tokens, after saying what memory the run needs and
+    /// warning when that exceeds what the system has available.
     pub fn session<'m>(&self, model: &'m Model) -> Result<Session<'m>> {
-        Ok(model.session(self.n_ctx(model)?, self.kv_type)?)
+        let n_ctx = self.n_ctx(model)?;
+        self.report_memory(model, n_ctx);
+        Ok(model.session(n_ctx, self.kv_type)?)
     }
+
+    fn report_memory(&self, model: &Model, n_ctx: usize) {
+        let need = model.memory_estimate(n_ctx, self.kv_type, self.batch);
+        let mb = |b: u64| b / 1_000_000;
+        eprintln!(
+            "phiq: memory: weights {} MB{}, KV cache {} MB ({} x {}), scratch {} MB",
+            mb(need.weights),
+            if self.no_mmap { "" } else { " (mapped)" },
+            mb(need.kv_cache),
+            n_ctx,
+            format!("{:?}", self.kv_type).to_lowercase(),
+            mb(need.scratch)
+        );
+        if let Some(avail) = available_memory()
+            && need.total() > avail
+        {
+            eprintln!(
+                "phiq: warning: this needs about {} MB but {} MB are available: try a smaller --ctx, \
+                 --kv-type q8_0 (half the KV cache), or a smaller quantization (q4_0, q4_k_m)",
+                mb(need.total()),
+                mb(avail)
+            );
+        }
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Feeds `tokens` in batches of `batch` and returns the last token's logits.

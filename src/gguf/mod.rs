@@ -37,19 +37,38 @@ pub struct GgufFile {
     header: GgufHeader,
 }
 
+/// How a file's bytes come into memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Load {
+    /// Memory-map the file: pages come in on demand and stay reclaimable.
+    #[default]
+    Map,
+    /// Read the whole file into anonymous memory (`--no-mmap`): for file systems
+    /// where mapping is slow or unavailable.
+    Read,
+}
+
 impl GgufFile {
     /// Maps and validates `path`. Errors name the file and what is wrong where.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        GgufFile::open_with(path, Load::Map)
+    }
+
+    /// Opens `path`, mapped or read into memory, and validates it.
+    pub fn open_with(path: impl AsRef<Path>, load: Load) -> Result<GgufFile> {
         let path = path.as_ref().to_path_buf();
         let io = |error| GgufError::Io {
             path: path.clone(),
             error,
         };
         let file = File::open(&path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this process. Another process
-        // truncating the file under us could still fault (SIGBUS): the same contract
-        // llama.cpp and every mmap-based loader accept for model files.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = match load {
+            // SAFETY: the map is read-only and private to this process. Another process
+            // truncating the file under us could still fault (SIGBUS): the same contract
+            // llama.cpp and every mmap-based loader accept for model files.
+            Load::Map => unsafe { Mmap::map(&file) }.map_err(io)?,
+            Load::Read => read_into_anonymous_map(&file).map_err(io)?,
+        };
         let header = GgufHeader::parse(&map).map_err(|e| GgufError::InFile {
             path: path.clone(),
             error: Box::new(e),
@@ -59,6 +78,12 @@ impl GgufFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Locks the file's pages in memory (`--mlock`), so that the kernel never evicts
+    /// weights under memory pressure. Fails when RLIMIT_MEMLOCK is too small.
+    pub fn lock(&self) -> std::io::Result<()> {
+        self.map.lock()
     }
 
     /// Size of the file in bytes.
@@ -85,6 +110,23 @@ impl GgufFile {
             .ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
         Ok((info, self.tensor_data(info)))
     }
+}
+
+/// The whole file in anonymous memory, sealed read-only like a map of it.
+fn read_into_anonymous_map(file: &File) -> std::io::Result<Mmap> {
+    use std::io::Read;
+    let len = file.metadata()?.len() as usize;
+    if len == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        ));
+    }
+    let mut buf = memmap2::MmapMut::map_anon(len)?;
+    let mut reader = file;
+    reader.read_exact(&mut buf)?;
+    let map = buf.make_read_only()?;
+    Ok(map)
 }
 
 impl Deref for GgufFile {

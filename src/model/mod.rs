@@ -13,7 +13,7 @@ pub use kv_cache::{KvCache, KvType};
 
 use std::path::Path;
 
-use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::gguf::{GgufError, GgufFile, Load, TensorInfo};
 use crate::kernels::matmul::Weight;
 use crate::kernels::{self, KernelError, Kernels};
 use crate::quant::{self, GgmlType};
@@ -58,6 +58,20 @@ pub enum ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Memory a run needs, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub scratch: u64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.scratch
+    }
+}
 
 /// Hyperparameters, from the `phi2.*` metadata.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,7 +212,12 @@ pub struct Model {
 impl Model {
     /// Maps `path` and checks every tensor the graph needs: name, shape, type.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        let file = GgufFile::open(path)?;
+        Model::load_with(path, Load::Map)
+    }
+
+    /// As [`Model::load`], mapped or read into memory.
+    pub fn load_with(path: impl AsRef<Path>, load: Load) -> Result<Model> {
+        let file = GgufFile::open_with(path, load)?;
         let hp = Hparams::from_gguf(&file)?;
         let kernels = kernels::kernels()?;
         let l = Loader {
@@ -262,6 +281,22 @@ impl Model {
     /// Bytes of weights a forward pass reads per token (the bandwidth bound's numerator).
     pub fn weight_bytes(&self) -> u64 {
         self.file.tensors.iter().map(|t| t.n_bytes).sum()
+    }
+
+    /// What a run with `n_ctx` positions and prompt batches of `batch` tokens needs.
+    pub fn memory_estimate(&self, n_ctx: usize, kv: KvType, batch: usize) -> MemoryEstimate {
+        let hp = &self.hp;
+        let kv_row = kv.row_bytes(hp.kv_dim()).unwrap_or(hp.kv_dim() * 4) as u64;
+        let t = batch.min(n_ctx) as u64;
+        // Per batch: activations of every width the graph has, plus the f32 keys and
+        // values attention reads for one layer, plus one row of logits.
+        let widths = (4 * hp.n_embd + 2 * hp.kv_dim() + 2 * hp.n_ff) as u64;
+        let scratch = 4 * (t * widths + 2 * n_ctx as u64 * hp.kv_dim() as u64 + hp.n_vocab as u64);
+        MemoryEstimate {
+            weights: self.file.file_len(),
+            kv_cache: 2 * hp.n_layer as u64 * n_ctx as u64 * kv_row,
+            scratch,
+        }
     }
 
     /// A new session with its own KV cache of `n_ctx` positions.
