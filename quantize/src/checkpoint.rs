@@ -137,10 +137,21 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// Hints that `t` will be read soon, so that reading it from disk overlaps the
+    /// work on the tensor before it. Only a hint: errors are ignored.
+    pub fn prefetch(&self, t: &SourceTensor) {
+        let len = t.n_elements() * t.dtype.size();
+        let _ = self.shards[t.shard]
+            .1
+            .advise_range(memmap2::Advice::WillNeed, t.start, len);
+    }
+}
+
 fn map_file(path: &Path) -> Result<Mmap> {
     let io = |source| ConvertError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let file = File::open(path).map_err(io)?;
     // SAFETY: read-only private map of an input file; as with every mmap-based loader,
@@ -161,7 +172,7 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let entries = std::fs::read_dir(dir).map_err(|source| ConvertError::Io {
         path: dir.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -186,7 +197,7 @@ fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
     };
     let text = std::fs::read_to_string(index).map_err(|source| ConvertError::Io {
         path: index.to_path_buf(),
-        source,
+        error: source,
     })?;
     let json: Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
     let map = json

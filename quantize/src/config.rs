@@ -37,7 +37,7 @@ impl Phi2Config {
     pub fn from_file(path: &Path) -> Result<Phi2Config> {
         let text = std::fs::read_to_string(path).map_err(|source| ConvertError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let json: Value = serde_json::from_str(&text).map_err(|e| ConvertError::Json {
             path: path.to_path_buf(),

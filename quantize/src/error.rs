@@ -7,11 +7,11 @@ use phiq::quant::QuantError;
 /// or the key concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{}: {source}", path.display())]
+    // The cause is in the message, not also in `source()`, so that `{:#}` prints it once.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {why}", path.display())]
     Json { path: PathBuf, why: String },

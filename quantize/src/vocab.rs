@@ -127,7 +127,7 @@ fn tok_err(path: &Path, why: impl Into<String>) -> ConvertError {
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| ConvertError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     serde_json::from_str(&text).map_err(|e| ConvertError::Json {
         path: path.to_path_buf(),
@@ -221,7 +221,7 @@ fn read_split_files(dir: &Path) -> Result<Parts> {
     let merges_path = dir.join("merges.txt");
     let text = std::fs::read_to_string(&merges_path).map_err(|source| ConvertError::Io {
         path: merges_path.clone(),
-        source,
+        error: source,
     })?;
     let merges = text
         .lines()

@@ -26,6 +26,29 @@ pub struct InfoArgs {
     full: bool,
 }
 
+/// Widest column the text tables pad to.
+const MAX_COLUMN: usize = 64;
+
+/// Text from the file as printed in a table: control characters escaped, so that a
+/// file cannot drive the terminal, and cut at 200 characters.
+fn printable(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if escaped.chars().count() > 200 {
+        format!("{}...", escaped.chars().take(197).collect::<String>())
+    } else {
+        escaped
+    }
+}
+
 /// Arrays longer than this are summarised unless `--full`.
 const ARRAY_ITEMS_SHOWN: usize = 16;
 
@@ -231,33 +254,38 @@ fn print_text(
         file.metadata.len(),
         file.tensors.len()
     )?;
-    writeln!(
-        out,
-        "architecture  {}",
-        file.architecture().unwrap_or("(none)")
-    )?;
+    let arch = file.architecture().unwrap_or("(none)");
+    writeln!(out, "architecture  {}", printable(arch))?;
     if let Some(name) = file.get("general.name").and_then(MetaValue::as_str) {
-        writeln!(out, "name          {name}")?;
+        writeln!(out, "name          {}", printable(name))?;
     }
 
     let hyper = hyperparameters(file);
     if !hyper.is_empty() {
         writeln!(out, "\nhyperparameters")?;
         for (k, v) in hyper {
-            writeln!(out, "  {k:<36} {v}")?;
+            writeln!(out, "  {:<36} {v}", printable(k))?;
         }
     }
 
     writeln!(out, "\nmetadata")?;
+    // Aligned to the longest key, but a hostile file's huge key must not make every
+    // line that wide.
     let key_width = file
         .metadata
         .iter()
         .map(|(k, _)| k.len())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(MAX_COLUMN);
     for (k, v) in &file.metadata {
         let shown = if full { full_text(v) } else { v.to_string() };
-        writeln!(out, "  {k:<key_width$}  {:<14} {shown}", type_name(v))?;
+        writeln!(
+            out,
+            "  {:<key_width$}  {:<14} {shown}",
+            printable(k),
+            type_name(v)
+        )?;
     }
 
     print_tensors(out, &file.tensors)?;
@@ -301,7 +329,7 @@ fn print_tensors(out: &mut impl Write, tensors: &[TensorInfo]) -> io::Result<()>
         .map(|t| t.name.len())
         .max()
         .unwrap_or(4)
-        .max(4);
+        .clamp(4, MAX_COLUMN);
     writeln!(
         out,
         "  {:<name_width$}  {:<8} {:<22} {:>14}",
@@ -312,7 +340,7 @@ fn print_tensors(out: &mut impl Write, tensors: &[TensorInfo]) -> io::Result<()>
         writeln!(
             out,
             "  {:<name_width$}  {:<8} {:<22} {:>14}",
-            t.name,
+            printable(&t.name),
             t.ty.name(),
             shape.join(" x "),
             group_digits(t.n_bytes)

@@ -115,7 +115,13 @@ impl GgufFile {
 /// The whole file in anonymous memory, sealed read-only like a map of it.
 fn read_into_anonymous_map(file: &File) -> std::io::Result<Mmap> {
     use std::io::Read;
-    let len = file.metadata()?.len() as usize;
+    // A file beyond the address space (on a 32-bit system) must not be read cut short.
+    let len = usize::try_from(file.metadata()?.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            "the file is larger than this system's address space",
+        )
+    })?;
     if len == 0 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

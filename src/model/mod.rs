@@ -268,6 +268,21 @@ impl Model {
         self.kernels
     }
 
+    /// Computes with `kernels` instead of the process's table: for comparing paths in
+    /// one process. Fails when a weight type has no kernel on that path.
+    pub fn use_kernels(&mut self, kernels: &'static Kernels) -> Result<()> {
+        let mut types: Vec<GgmlType> = self.file.tensors.iter().map(|t| t.ty).collect();
+        types.dedup();
+        for ty in types.into_iter().filter(|t| !matches!(t, GgmlType::F32)) {
+            if kernels.vec_dot(ty).is_err() && quant::can_dequantize(ty) && ty != self.token_embd.ty
+            {
+                return Err(ModelError::Kernels(KernelError::NoKernel(ty)));
+            }
+        }
+        self.kernels = kernels;
+        Ok(())
+    }
+
     fn weight(&self, m: &MatrixRef) -> Weight<'_> {
         let info = &self.file.tensors[m.index];
         Weight {
