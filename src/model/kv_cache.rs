@@ -51,7 +51,7 @@ impl KvCache {
     pub fn new(ty: KvType, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Option<KvCache> {
         let row_bytes = ty.row_bytes(kv_dim)?;
         let layers = (0..n_layer)
-            .map(|_| (vec![0u8; n_ctx * row_bytes], vec![0u8; n_ctx * row_bytes]))
+            .map(|_| (committed(n_ctx * row_bytes), committed(n_ctx * row_bytes)))
             .collect();
         Some(KvCache {
             ty,
@@ -99,6 +99,17 @@ impl KvCache {
             let _ = quant::dequantize_row(ty, r, o);
         }
     }
+}
+
+/// A zeroed buffer whose pages are really allocated now: a fresh allocation is mapped
+/// lazily, so a cache too big for the machine would otherwise fail mid-conversation
+/// (the OOM killer) instead of at start, and the memory a run reports would be a lie.
+fn committed(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    // Without the barrier the compiler may drop zero stores into zeroed memory.
+    std::hint::black_box(&mut v);
+    v.fill(0);
+    v
 }
 
 /// Stores activations as ggml's cache does: no refusal of values F16 cannot hold
