@@ -8,6 +8,8 @@ need=()
 [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] || need+=(libstd-rust-web-dev:arm64)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+# The runtime loader and libc the tests run with under qemu (see .cargo/config.toml).
+[ -e /lib/ld-linux-aarch64.so.1 ] || need+=(libc6:arm64)
 if [ ${#need[@]} -gt 0 ]; then
     echo "targets/setup-aarch64.sh: installing ${need[*]}" >&2
     SUDO=""
