@@ -203,7 +203,7 @@ impl Tokenizer {
         // ever looks up byte-level strings, which the whitespace runs are not.
         let mut vocab = Vocab::default();
         for (id, (piece, kind)) in pieces.iter().zip(&kinds).enumerate() {
-            if *kind == TokenKind::Unused {
+            if *kind == TokenKind::Unused || piece.is_empty() {
                 continue;
             }
             if let Some(&other) = vocab.get(piece.as_str()) {
@@ -548,7 +548,7 @@ fn token_kinds(header: &GgufHeader, pieces: &[String]) -> Result<Vec<TokenKind>,
             .iter()
             .enumerate()
             .map(|(id, p)| {
-                if *p == format!("[PAD{id}]") {
+                if is_placeholder(id, p) {
                     TokenKind::Unused
                 } else if p.chars().all(|c| char_byte(c).is_some()) {
                     TokenKind::Normal
@@ -573,14 +573,29 @@ fn token_kinds(header: &GgufHeader, pieces: &[String]) -> Result<Vec<TokenKind>,
     }
     a.values
         .iter()
+        .zip(pieces)
         .enumerate()
-        .map(|(id, v)| {
+        .map(|(id, (v, piece))| {
             let value = v
                 .as_i64()
                 .ok_or_else(|| wrong_type(KEY_TOKEN_TYPE, INTS, v))?;
-            TokenKind::from_ggml(value).ok_or(TokenizerError::BadTokenType { id, value })
+            match TokenKind::from_ggml(value) {
+                // Older llama.cpp converters typed their `[PADn]` placeholders user-defined
+                // (older Phi-2 files): they are no text, as in Hugging Face's tokenizer.
+                Some(TokenKind::UserDefined) if is_placeholder(id, piece) => Ok(TokenKind::Unused),
+                Some(kind) => Ok(kind),
+                None => Err(TokenizerError::BadTokenType { id, value }),
+            }
         })
         .collect()
+}
+
+/// Whether `piece` is llama.cpp's placeholder `[PAD<id>]` for a row without a token.
+fn is_placeholder(id: usize, piece: &str) -> bool {
+    piece
+        .strip_prefix("[PAD")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|n| n == id.to_string())
 }
 
 /// `"a b"` merges as pairs, each checked against the vocabulary (which the crate would
