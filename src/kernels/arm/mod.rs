@@ -2,7 +2,34 @@
 //! and i8mm (`smmla`: Graviton3, Apple M2+).
 //!
 //! A path's table is built only after `is_aarch64_feature_detected!` confirms its
-//! features, so a Pi 4 never meets an `sdot` (which would be SIGILL there).
+//! features, so a Pi 4 never meets an `sdot` (which would be SIGILL there): the
+//! `#[target_feature]` kernels are reachable only through [`table`].
+//!
+//! What each path computes (every weight type phiq multiplies):
+//!
+//! | weights            | neon                | dotprod, i8mm                    |
+//! |--------------------|---------------------|----------------------------------|
+//! | Q4_0..Q5_1, Q8_0   | SMULL/SMLAL, exact  | SDOT, exact                      |
+//! | Q4_K, Q5_K, Q6_K   | SMULL/SMLAL, exact  | SDOT, summation order differs    |
+//! | F16, F32           | FCVTL + FMUL/FADD   | (NEON's)                         |
+//! | Q8_0/Q8_1/Q8_K act | FCVTAS / FCVTNS     | (NEON's)                         |
+//!
+//! "Exact" means the scalar reference's f32 result to the bit; the one exception,
+//! K-quants on `sdot`, keeps exact integers and differs only in how the float lane
+//! sums are grouped (tolerance in `tests.rs`). Other weight types fall back to the
+//! scalar lookup, which has none either.
+//!
+//! i8mm: the table is the dotprod one. `smmla` computes a 2×2 block of 8-element
+//! dots; ggml uses it for two weight rows × two activation rows at once. phiq's
+//! [`VecDotFn`](super::VecDotFn) is one row × one row, where only the diagonal of the
+//! 2×2 is useful: 16 products per instruction, as `sdot`, plus shuffles. It would pay
+//! off with a 2×2 entry in the kernel table used by the matmul for prompts
+//! (n_tokens ≥ 2); until then `i8mm` selects the best kernels that exist.
+
+mod common;
+mod dotprod;
+mod kernels;
+mod neon;
 
 use super::{Isa, Kernels};
 
@@ -33,12 +60,20 @@ pub fn available() -> Vec<Isa> {
     v
 }
 
-/// The table of `isa`, if this CPU supports it.
+/// The table of `isa`, if this CPU supports it. This check is what makes the
+/// `#[target_feature]` kernels sound to call: nothing else hands them out.
 pub fn table(isa: Isa) -> Option<Kernels> {
     if !available().contains(&isa) {
         return None;
     }
-    // No SIMD kernels yet: the scalar functions under this path's name.
-    let s = Kernels::scalar();
-    Some(Kernels::simd(isa, s.vec_dot, s.quantize_act))
+    let vec_dot = match isa {
+        Isa::Neon => neon::vec_dot,
+        // i8mm: see the module comment.
+        Isa::Dotprod | Isa::I8mm => dotprod::vec_dot,
+        _ => return None,
+    };
+    Some(Kernels::simd(isa, vec_dot, common::quantize_act))
 }
+
+#[cfg(test)]
+mod tests;
