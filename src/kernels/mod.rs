@@ -65,6 +65,22 @@ pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// Quantizes one row of activations into the bytes of an activation type.
 pub type QuantizeActFn = fn(x: &[f32], out: &mut [u8]);
 
+/// Prepares a batch of `tokens` activation rows (back to back in `a`, each of `n`
+/// elements in the weights' [`act_type`]) for [`GemmFn`]: a layout private to the path.
+pub type GemmPrepFn = fn(n: usize, a: &[u8], tokens: usize) -> Vec<u32>;
+
+/// `rows` weight rows (back to back in `w`) times a prepared batch of `tokens`
+/// activation rows: `out[r * tokens + t]` ≈ `vec_dot(n, w_r, a_t)`, equal to it within
+/// the path's tolerance (the same exact integer sums, scaled and added in another
+/// order), not bit for bit.
+pub type GemmFn =
+    fn(n: usize, w: &[u8], rows: usize, prepared: &[u32], tokens: usize, out: &mut [f32]);
+
+/// One weight row `w` dotted with four activation rows at once (each weight block is
+/// read once per four tokens): `[vec_dot(n, w, a[0]), ..., vec_dot(n, w, a[3])]`,
+/// bit for bit.
+pub type VecDotX4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KernelError {
     #[error("PHIQ_KERNEL={0:?} is not a kernel path (scalar, avx2, avx512, neon, dotprod, i8mm)")]
@@ -81,6 +97,18 @@ pub struct Kernels {
     pub isa: Isa,
     vec_dot: fn(GgmlType) -> Option<VecDotFn>,
     quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
+    vec_dot_x4: fn(GgmlType) -> Option<VecDotX4Fn>,
+    gemm: fn(GgmlType) -> Option<(GemmPrepFn, GemmFn)>,
+}
+
+/// No four-row kernels: callers loop [`Kernels::vec_dot`].
+fn no_x4(_: GgmlType) -> Option<VecDotX4Fn> {
+    None
+}
+
+/// No batch kernels: callers use the four-row or single-row kernels.
+fn no_gemm(_: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
+    None
 }
 
 impl Kernels {
@@ -88,6 +116,37 @@ impl Kernels {
     /// phiq cannot compute with.
     pub fn vec_dot(&self, ty: GgmlType) -> Result<VecDotFn, KernelError> {
         (self.vec_dot)(ty).ok_or(KernelError::NoKernel(ty))
+    }
+
+    /// The four-row kernel of `ty` weights, if this path has one; without it, callers
+    /// loop [`Kernels::vec_dot`] (the same results: the four-row kernels are bit-exact).
+    pub fn vec_dot_x4(&self, ty: GgmlType) -> Option<VecDotX4Fn> {
+        (self.vec_dot_x4)(ty)
+    }
+
+    /// The batch kernel of `ty` weights (its activation preparation and its product),
+    /// if this path has one. Matmul uses it for more than one token.
+    pub fn gemm(&self, ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
+        (self.gemm)(ty)
+    }
+
+    /// This table without its batch and four-row kernels: matmul then loops the
+    /// single-row dot for every token (for benchmarks and tests).
+    pub fn without_batch_kernels(&self) -> Kernels {
+        Kernels {
+            vec_dot_x4: no_x4,
+            gemm: no_gemm,
+            ..self.clone()
+        }
+    }
+
+    /// This table without its batch kernels: matmul then uses the four-row kernels
+    /// (for benchmarks and tests).
+    pub fn without_gemm(&self) -> Kernels {
+        Kernels {
+            gemm: no_gemm,
+            ..self.clone()
+        }
     }
 
     /// Converts f32 activations into `act` (an [`act_type`]).
@@ -101,6 +160,8 @@ impl Kernels {
             isa: Isa::Scalar,
             vec_dot: scalar::vec_dot,
             quantize_act: scalar::quantize_act,
+            vec_dot_x4: no_x4,
+            gemm: no_gemm,
         }
     }
 
@@ -116,7 +177,21 @@ impl Kernels {
             isa,
             vec_dot,
             quantize_act,
+            vec_dot_x4: no_x4,
+            gemm: no_gemm,
         }
+    }
+
+    /// Adds four-row kernels to a SIMD table.
+    #[allow(dead_code)]
+    pub(crate) fn with_vec_dot_x4(self, vec_dot_x4: fn(GgmlType) -> Option<VecDotX4Fn>) -> Kernels {
+        Kernels { vec_dot_x4, ..self }
+    }
+
+    /// Adds batch kernels to a SIMD table.
+    #[allow(dead_code)]
+    pub(crate) fn with_gemm(self, gemm: fn(GgmlType) -> Option<(GemmPrepFn, GemmFn)>) -> Kernels {
+        Kernels { gemm, ..self }
     }
 
     /// The paths this CPU can run, best last.
@@ -157,16 +232,18 @@ impl Kernels {
 
     /// The best path for this CPU, or the one `PHIQ_KERNEL` forces.
     pub fn detect() -> Result<Kernels, KernelError> {
-        match std::env::var("PHIQ_KERNEL") {
-            Ok(name) if !name.is_empty() => {
-                let isa = Isa::from_name(&name).ok_or(KernelError::UnknownPath(name))?;
-                Kernels::for_isa(isa)
-            }
-            _ => {
-                let best = *Kernels::available().last().unwrap_or(&Isa::Scalar);
-                Kernels::for_isa(best)
-            }
+        Kernels::named(&std::env::var("PHIQ_KERNEL").unwrap_or_default())
+    }
+
+    /// The table `PHIQ_KERNEL=name` selects: the path of that name (an error if there
+    /// is none, or this CPU cannot run it), or the best path for an empty name.
+    pub fn named(name: &str) -> Result<Kernels, KernelError> {
+        if name.is_empty() {
+            let best = *Kernels::available().last().unwrap_or(&Isa::Scalar);
+            return Kernels::for_isa(best);
         }
+        let isa = Isa::from_name(name).ok_or_else(|| KernelError::UnknownPath(name.into()))?;
+        Kernels::for_isa(isa)
     }
 }
 
