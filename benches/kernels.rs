@@ -13,6 +13,7 @@
 //!   (activation preparation included), else `matmul`'s loop of four-row kernels.
 //! - `mm64`: `matmul` on a 1024x2560 matrix, every thread; then the same through the
 //!   four-row kernels only (`x4`), and through the single-row dot only (`1`).
+//!   `PHIQ_BENCH_TOKENS` changes the 64 tokens of both `mm` columns.
 //!
 //! Ratios are against the scalar path measured in the same run. The host is shared
 //! and noisy, so every figure is the best of many short runs (a run shorter than a
@@ -208,7 +209,10 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
         one / t / 1e9
     });
 
-    let tokens = 64;
+    let tokens: usize = std::env::var("PHIQ_BENCH_TOKENS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let xs: Vec<f32> = (0..COLS * tokens).map(|_| rng.float()).collect();
     let mut acts = vec![0u8; act_row * tokens];
     for (o, xr) in acts.chunks_exact_mut(act_row).zip(xs.chunks_exact(COLS)) {

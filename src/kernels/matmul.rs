@@ -51,13 +51,13 @@ pub fn matmul(
 ) -> Result<(), KernelError> {
     debug_assert_eq!(x.len(), n_tokens * w.cols);
     debug_assert_eq!(out.len(), n_tokens * w.rows);
-    if n_tokens == 0 {
-        return Ok(());
-    }
     let dot = k.vec_dot(w.ty)?;
     let act_ty = act_type(w.ty);
     let act_row = act_ty.row_bytes(w.cols as u64).unwrap_or(0) as usize;
     let quantize = k.quantize_act(act_ty)?;
+    if n_tokens == 0 {
+        return Ok(());
+    }
     // u64 backing keeps the activation blocks aligned for every block type.
     let mut act_buf = vec![0u64; (n_tokens * act_row).div_ceil(8)];
     let act: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut act_buf)[..n_tokens * act_row];

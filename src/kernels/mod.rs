@@ -125,7 +125,7 @@ impl Kernels {
     }
 
     /// The batch kernel of `ty` weights (its activation preparation and its product),
-    /// if this path has one. Matmul uses it for more than one token.
+    /// if this path has one. Matmul uses it for every batch, a single token included.
     pub fn gemm(&self, ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
         (self.gemm)(ty)
     }

@@ -6,11 +6,16 @@
 //! kernels have no saturation bounds to keep; they keep activations in -127..=127
 //! only for the Q8_0 sign trick.
 //!
-//! Layout of the 32-element formats: one block per 256-bit vector, weights
-//! `[elements 0-15 | elements 16-31]` from one broadcast load of the 16 nibble bytes
-//! and a shift of the high lane, activations as stored: no lane-crossing inserts
-//! (Zen 4 runs those on one pipe). The i32 lane sums of eight blocks are then
-//! reduced together and scaled by the eight `dx·dy` at once.
+//! Layout of the 4- and 5-bit 32-element formats: two blocks per 512-bit vector,
+//! weights `[A 0-15 | A 16-31 | B 0-15 | B 16-31]` from broadcast loads of the nibble
+//! bytes shifted by 0 or 4 per 128-bit lane, activations as stored; each block's
+//! eight i32 lane sums are scaled by its `dx·dy`. Q8_0: one block per 256-bit vector,
+//! the lane sums of eight blocks reduced together and scaled at once. K-quants: 64
+//! elements per 512-bit vector.
+//!
+//! `matmul` reaches these only where the batch kernels of `gemm512.rs` do not apply
+//! (F16/F32 weights, single tokens of Q8_0 and the K-quants); they are also the four-
+//! row kernels.
 
 use core::arch::x86_64::*;
 

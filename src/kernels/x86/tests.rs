@@ -1266,3 +1266,34 @@ fn gemm_rejects_short_inputs() {
         }
     }
 }
+
+/// Degenerate batches: no tokens, and rows of zero elements.
+#[test]
+fn empty_batches_give_empty_or_zero_results() {
+    let mut rng = Rng(23);
+    for (isa, k) in simd_paths()
+        .iter()
+        .chain([(Isa::Scalar, Kernels::scalar())].iter())
+    {
+        for ty in WEIGHT_TYPES {
+            let cols = ty.block_size();
+            let data = quantize(ty, &varied(&mut rng, 3 * cols));
+            let w = Weight {
+                ty,
+                data: &data,
+                rows: 3,
+                cols,
+            };
+            let mut out: Vec<f32> = Vec::new();
+            matmul(k, &w, &[], 0, None, &mut out).unwrap();
+            if let Some((prep, gemm)) = k.gemm(ty) {
+                let p = prep(0, &[], 2);
+                let mut out = [f32::NAN; 6];
+                gemm(0, &[], 3, &p, 2, &mut out);
+                assert_eq!(out, [0.0; 6], "{isa:?} {ty}");
+                let p = prep(cols, &[], 0);
+                gemm(cols, &data, 3, &p, 0, &mut []);
+            }
+        }
+    }
+}
