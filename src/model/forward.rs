@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::kv_cache::{KvCache, KvType};
+use super::kv_cache::{KeyRows, KvCache, KvType};
 use super::ops::{Rope, gelu_new, layer_norm, softmax};
 use super::{Linear, Model, ModelError, Qkv, Result};
 use crate::kernels::matmul::matmul;
@@ -25,6 +25,9 @@ pub struct Session<'m> {
     model: &'m Model,
     cache: KvCache,
     rope: Rope,
+    /// Reused per layer: a Q8_0 cache's keys, and the values, widened to f32.
+    keys_f32: Vec<f32>,
+    values_f32: Vec<f32>,
 }
 
 /// Activations of a batch of `t` tokens, row-major `[t][width]`.
@@ -41,6 +44,8 @@ impl<'m> Session<'m> {
             model,
             cache,
             rope: Rope::new(hp.n_rot, hp.rope_base),
+            keys_f32: Vec::new(),
+            values_f32: Vec::new(),
         })
     }
 
@@ -188,37 +193,71 @@ impl<'m> Session<'m> {
             );
         }
         let total = past + b.t;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        self.cache.keys(i, total, &mut keys);
-        self.cache.values(i, total, &mut values);
-
-        let group = hp.n_head / hp.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
         let mut o = vec![0f32; b.t * d];
-        // One task per (token, head): each reads its own q slice and writes its own
-        // output slice.
-        o.par_chunks_mut(hd).enumerate().for_each(|(j, out)| {
-            let (t, head) = (j / hp.n_head, j % hp.n_head);
-            let g = head / group;
-            let qh = &q[t * d + head * hd..t * d + (head + 1) * hd];
-            let visible = past + t + 1;
-            let mut scores: Vec<f32> = (0..visible)
-                .map(|p| {
-                    let kh = &keys[p * kv + g * hd..p * kv + (g + 1) * hd];
-                    qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
-                })
-                .collect();
-            softmax(&mut scores);
-            for (p, &w) in scores.iter().enumerate() {
-                let vh = &values[p * kv + g * hd..p * kv + (g + 1) * hd];
-                for (o, &x) in out.iter_mut().zip(vh) {
-                    *o += w * x;
-                }
-            }
-        });
+        self.attend(i, past, total, &q, &mut o)?;
         let mut attn = vec![0f32; b.t * d];
         self.linear(&m.layers[i].attn_output, &o, b.t, &mut attn)?;
         Ok(attn)
+    }
+
+    /// Causal attention of the batch's queries `q` (`[t][n_embd]`, after RoPE) over
+    /// the cache's first `total` positions, into `o`. Scores are dotted straight off
+    /// the cached key rows with the kernel table (F32/F16 caches; a Q8_0 cache is
+    /// widened to f32 first); values are widened to f32 once per layer.
+    fn attend(
+        &mut self,
+        i: usize,
+        past: usize,
+        total: usize,
+        q: &[f32],
+        o: &mut [f32],
+    ) -> Result<()> {
+        let m = self.model;
+        let hp = &m.hp;
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let keys = match self.cache.key_rows(i, total) {
+            Some(rows) => rows,
+            None => {
+                self.cache.keys(i, total, &mut self.keys_f32);
+                KeyRows {
+                    ty: quant::GgmlType::F32,
+                    data: bytemuck::cast_slice(&self.keys_f32),
+                    row_bytes: 4 * self.cache.kv_dim,
+                }
+            }
+        };
+        let dot = m.kernels.vec_dot(keys.ty)?;
+        let es = keys.ty.row_bytes(1).unwrap_or(4) as usize;
+        self.cache.values(i, total, &mut self.values_f32);
+        let values = &self.values_f32;
+        let kv = self.cache.kv_dim;
+        let group = hp.n_head / hp.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // One task per (token, head): each reads its own q slice and writes its own
+        // output slice; the score buffer is reused within a thread.
+        o.par_chunks_mut(hd)
+            .enumerate()
+            .for_each_init(Vec::new, |scores, (j, out)| {
+                let (t, head) = (j / hp.n_head, j % hp.n_head);
+                let g = head / group;
+                let qh: &[u8] =
+                    bytemuck::cast_slice(&q[t * d + head * hd..t * d + (head + 1) * hd]);
+                let visible = past + t + 1;
+                scores.clear();
+                scores.extend((0..visible).map(|p| {
+                    let at = p * keys.row_bytes + g * hd * es;
+                    dot(hd, &keys.data[at..at + hd * es], qh) * scale
+                }));
+                softmax(scores);
+                out.fill(0.0);
+                for (p, &w) in scores.iter().enumerate() {
+                    let vh = &values[p * kv + g * hd..p * kv + (g + 1) * hd];
+                    for (o, &x) in out.iter_mut().zip(vh) {
+                        *o += w * x;
+                    }
+                }
+            });
+        Ok(())
     }
 
     fn qkv(&self, qkv: &Qkv, n: &[f32], t: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {

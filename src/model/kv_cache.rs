@@ -35,6 +35,13 @@ impl KvType {
     }
 }
 
+/// Cached rows of one layer as stored: `row_bytes` per position, of type `ty`.
+pub struct KeyRows<'a> {
+    pub ty: GgmlType,
+    pub data: &'a [u8],
+    pub row_bytes: usize,
+}
+
 pub struct KvCache {
     pub ty: KvType,
     pub n_ctx: usize,
@@ -75,6 +82,19 @@ impl KvCache {
         let (ks, vs) = &mut self.layers[layer];
         encode(ty, k, &mut ks[pos * rb..(pos + 1) * rb]);
         encode(ty, v, &mut vs[pos * rb..(pos + 1) * rb]);
+    }
+
+    /// The cached key rows of positions `0..n` of `layer` as stored, when the kernel
+    /// table can dot f32 queries with them directly (F32, F16); `None` for Q8_0.
+    pub fn key_rows(&self, layer: usize, n: usize) -> Option<KeyRows<'_>> {
+        match self.ty {
+            KvType::F32 | KvType::F16 => Some(KeyRows {
+                ty: self.ty.ggml(),
+                data: &self.layers[layer].0[..n * self.row_bytes],
+                row_bytes: self.row_bytes,
+            }),
+            KvType::Q8_0 => None,
+        }
     }
 
     /// Keys of positions `0..n` of `layer` as f32 rows.

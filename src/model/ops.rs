@@ -19,12 +19,44 @@ pub fn layer_norm(x: &[f32], g: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// GPT-2's `gelu_new`, the tanh approximation Phi-2 was trained with (not erf).
+/// Parallel over chunks, with a branch-free `tanh` the compiler vectorizes: libm's
+/// `tanhf` per element was a tenth of a prompt's time.
 pub fn gelu_new(x: &mut [f32]) {
+    use rayon::prelude::*;
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    for v in x {
-        let u = *v;
-        *v = 0.5 * u * (1.0 + (SQRT_2_OVER_PI * (u + 0.044715 * u * u * u)).tanh());
-    }
+    x.par_chunks_mut(4096).for_each(|c| {
+        for v in c {
+            let u = *v;
+            *v = 0.5 * u * (1.0 + tanh(SQRT_2_OVER_PI * (u + 0.044715 * u * u * u)));
+        }
+    });
+}
+
+/// `tanh(y) = sign(y) · (1 - 2 / (e^{2|y|} + 1))`: absolute error below 3e-7 over all
+/// of f32 (tested against f64), which is what GELU needs (it multiplies by `y`).
+#[inline]
+fn tanh(y: f32) -> f32 {
+    let e = exp(2.0 * y.abs());
+    let t = 1.0 - 2.0 / (e + 1.0);
+    t.copysign(y)
+}
+
+/// `e^x` for x ≥ 0 (clamped at 88, where tanh is 1 to the last bit): Cody-Waite
+/// reduction by ln 2 and a degree-6 polynomial, about 2 ulp, no branches or calls.
+#[inline]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.min(88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Taylor terms to r^6 on |r| <= ln2/2: truncation below 2e-8 relative.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// In-place softmax in f32 (as HF computes attention probabilities).
@@ -102,6 +134,54 @@ mod tests {
         let want = [0.0f32, 0.841_192, -0.158_808, 2.996_363_7];
         for (a, b) in x.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn fast_tanh_matches_f64_everywhere() {
+        let mut worst = 0f64;
+        let mut y = -100f32;
+        while y < 100.0 {
+            let got = f64::from(tanh(y));
+            worst = worst.max((got - f64::from(y).tanh()).abs());
+            y += 1.0 / 1024.0 + y.abs() * 1e-4;
+        }
+        for y in [
+            0.0f32,
+            -0.0,
+            1e-30,
+            -1e-30,
+            88.0,
+            89.0,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+        ] {
+            worst = worst.max((f64::from(tanh(y)) - f64::from(y).tanh()).abs());
+        }
+        assert!(worst < 3e-7, "worst absolute error {worst}");
+        assert_eq!(tanh(0.0), 0.0);
+    }
+
+    #[test]
+    fn gelu_new_matches_f64_reference() {
+        let mut x: Vec<f32> = (-20_000..20_000).map(|i| i as f32 * 1e-3).collect();
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&u| {
+                let u = f64::from(u);
+                0.5 * u
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (u + 0.044715 * u.powi(3))).tanh())
+            })
+            .collect();
+        gelu_new(&mut x);
+        for (a, b) in x.iter().zip(want) {
+            assert!(
+                (f64::from(*a) - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{a} vs {b}"
+            );
         }
     }
 

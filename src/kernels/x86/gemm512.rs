@@ -265,6 +265,35 @@ fn word_index(size: usize, at: impl Fn(usize) -> usize) -> __m512i {
     ld512(&words, 0)
 }
 
+/// The `vpermt2w` indices of a legacy format, computed once per matmul task: built
+/// per row they cost as much as the row's arithmetic.
+#[derive(Clone, Copy)]
+struct QuadIndex {
+    qs_idx: __m512i,
+    dm_idx: __m512i,
+    qh_idx: __m512i,
+}
+
+impl QuadIndex {
+    /// For blocks of type `X` with `qs`, `m` and `qh` at byte offsets `QS`, `M`, `QH`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn new<X: Pod, const QS: usize, const M: usize, const QH: usize>() -> QuadIndex {
+        let size = size_of::<X>();
+        assert!((18..=32).contains(&size));
+        QuadIndex {
+            // Lane k of the codes: the 16 bytes of `qs` of block k. The scales: d (and
+            // m) of block k, four times each, in words 4k..4k+4 (m in 16 + 4k..).
+            qs_idx: word_index(size, |i| (i / 8) * size + QS + 2 * (i % 8)),
+            dm_idx: word_index(size, |i| (i % 16 / 4) * size + if i < 16 { 0 } else { M }),
+            // Words 0-3: the low halves of the four qh, 4-7 the high halves.
+            qh_idx: word_index(size, |i| {
+                (i % 4) * size + QH + if i % 8 < 4 { 0 } else { 2 }
+            }),
+        }
+    }
+}
+
 /// One weight row of a legacy type times a prepared activation row. `QS`, `M` and
 /// `QH` are the byte offsets of the fields in a block (`d` is at 0); `M`/`QH` unused
 /// when the type has no min / no fifth bits.
@@ -280,18 +309,16 @@ fn mv_legacy<
 >(
     x: &[X],
     p: &[u32],
+    idx: &QuadIndex,
 ) -> f32 {
     let qw = quad_words(MINS);
     let size = size_of::<X>();
-    assert!(p.len() == x.len().div_ceil(4) * qw && (18..=32).contains(&size));
-    // Lane k of the codes: the 16 bytes of `qs` of block k. The scales: d (and m)
-    // of block k, four times each, in words 4k..4k+4 (m in 16 + 4k..).
-    let qs_idx = word_index(size, |i| (i / 8) * size + QS + 2 * (i % 8));
-    let dm_idx = word_index(size, |i| (i % 16 / 4) * size + if i < 16 { 0 } else { M });
-    // Words 0-3: the low halves of the four qh, 4-7 the high halves (the rest unused).
-    let qh_idx = word_index(size, |i| {
-        (i % 4) * size + QH + if i % 8 < 4 { 0 } else { 2 }
-    });
+    assert!(p.len() == x.len().div_ceil(4) * qw);
+    let QuadIndex {
+        qs_idx,
+        dm_idx,
+        qh_idx,
+    } = *idx;
     let m4 = _mm512_set1_epi8(0x0f);
     let sixteen = _mm512_set1_epi8(0x10);
     let mut acc = _mm512_setzero_ps();
@@ -712,8 +739,9 @@ fn mv_rows<
     out: &mut [f32],
 ) {
     assert_eq!(out.len(), x.len());
+    let idx = QuadIndex::new::<X, QS, M, QH>();
     for (o, xr) in out.iter_mut().zip(x) {
-        *o = mv_legacy::<X, MINS, FIVE, QS, M, QH>(xr, p);
+        *o = mv_legacy::<X, MINS, FIVE, QS, M, QH>(xr, p, &idx);
     }
 }
 
