@@ -81,6 +81,11 @@ pub type GemmFn =
 /// bit for bit.
 pub type VecDotX4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
 
+/// `y += a·x` over f32 rows of equal length (attention's weighted sum of values). SIMD
+/// paths fuse the multiply-add, so results equal the scalar reference within one
+/// rounding per element, not bit for bit.
+pub type AxpyFn = fn(a: f32, x: &[f32], y: &mut [f32]);
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KernelError {
     #[error("PHIQ_KERNEL={0:?} is not a kernel path (scalar, avx2, avx512, neon, dotprod, i8mm)")]
@@ -99,6 +104,7 @@ pub struct Kernels {
     quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
     vec_dot_x4: fn(GgmlType) -> Option<VecDotX4Fn>,
     gemm: fn(GgmlType) -> Option<(GemmPrepFn, GemmFn)>,
+    pub axpy: AxpyFn,
 }
 
 /// No four-row kernels: callers loop [`Kernels::vec_dot`].
@@ -162,6 +168,7 @@ impl Kernels {
             quantize_act: scalar::quantize_act,
             vec_dot_x4: no_x4,
             gemm: no_gemm,
+            axpy: scalar::axpy,
         }
     }
 
@@ -179,7 +186,14 @@ impl Kernels {
             quantize_act,
             vec_dot_x4: no_x4,
             gemm: no_gemm,
+            axpy: scalar::axpy,
         }
+    }
+
+    /// Adds an f32 `y += a·x` to a SIMD table.
+    #[allow(dead_code)]
+    pub(crate) fn with_axpy(self, axpy: AxpyFn) -> Kernels {
+        Kernels { axpy, ..self }
     }
 
     /// Adds four-row kernels to a SIMD table.
@@ -274,6 +288,49 @@ impl Clone for KernelError {
             KernelError::UnknownPath(s) => KernelError::UnknownPath(s.clone()),
             KernelError::Unsupported(s) => KernelError::Unsupported(s),
             KernelError::NoKernel(t) => KernelError::NoKernel(*t),
+        }
+    }
+}
+
+#[cfg(test)]
+mod axpy_tests {
+    use super::*;
+
+    /// Every path this CPU runs against the scalar `y += a·x`: lengths around every
+    /// vector width (and an attention row of 80), zeros, signs, large magnitudes.
+    /// A fused multiply-add rounds once where the reference rounds twice, so each
+    /// element may differ by an ulp of the terms' size.
+    #[test]
+    fn axpy_matches_scalar_on_every_path() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+        };
+        for isa in Kernels::available() {
+            let k = Kernels::for_isa(isa).unwrap();
+            for n in (0..=100).chain([160, 2560]) {
+                for scale in [0.0f32, 1.0, 1e-30, 1e18] {
+                    let x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
+                    let y0: Vec<f32> = (0..n).map(|_| next() * scale).collect();
+                    let a = next() * 3.0;
+                    let (mut got, mut want) = (y0.clone(), y0.clone());
+                    (k.axpy)(a, &x, &mut got);
+                    scalar::axpy(a, &x, &mut want);
+                    for i in 0..n {
+                        let tol = 2.0 * f32::EPSILON * ((a * x[i]).abs() + y0[i].abs());
+                        assert!(
+                            (got[i] - want[i]).abs() <= tol,
+                            "{}: n {n} scale {scale} element {i}: {} vs {}",
+                            isa.name(),
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -63,6 +63,14 @@ fn lanes_sum(acc: [f32; LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+/// `y += a·x`, one rounding for the product and one for the sum per element.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy rows");
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
 pub fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = (elements::<f32>(w, n), elements::<f32>(a, n));
     let mut acc = [0f32; LANES];

@@ -233,6 +233,7 @@ impl<'m> Session<'m> {
         let kv = self.cache.kv_dim;
         let group = hp.n_head / hp.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
+        let axpy = m.kernels.axpy;
         // One task per (token, head): each reads its own q slice and writes its own
         // output slice; the score buffer is reused within a thread.
         o.par_chunks_mut(hd)
@@ -251,10 +252,7 @@ impl<'m> Session<'m> {
                 softmax(scores);
                 out.fill(0.0);
                 for (p, &w) in scores.iter().enumerate() {
-                    let vh = &values[p * kv + g * hd..p * kv + (g + 1) * hd];
-                    for (o, &x) in out.iter_mut().zip(vh) {
-                        *o += w * x;
-                    }
+                    axpy(w, &values[p * kv + g * hd..p * kv + (g + 1) * hd], out);
                 }
             });
         Ok(())

@@ -424,3 +424,26 @@ pub(super) fn quantize_act(act: GgmlType) -> Option<QuantizeActFn> {
         _ => scalar::quantize_act(act),
     }
 }
+
+/// `y += a·x`, four lanes per fused multiply-add (every path: NEON only).
+pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: NEON is part of every aarch64 target this crate builds for.
+    unsafe { axpy_neon(a, x, y) }
+}
+
+#[target_feature(enable = "neon")]
+fn axpy_neon(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy rows");
+    let mut xc = x.chunks_exact(4);
+    let mut yc = y.chunks_exact_mut(4);
+    for (xs, ys) in (&mut xc).zip(&mut yc) {
+        // SAFETY: both chunks hold exactly four f32.
+        unsafe {
+            let v = vfmaq_n_f32(vld1q_f32(ys.as_ptr()), vld1q_f32(xs.as_ptr()), a);
+            vst1q_f32(ys.as_mut_ptr(), v);
+        }
+    }
+    for (y, &x) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *y = a.mul_add(x, *y);
+    }
+}

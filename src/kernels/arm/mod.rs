@@ -72,7 +72,7 @@ pub fn table(isa: Isa) -> Option<Kernels> {
         Isa::Dotprod | Isa::I8mm => dotprod::vec_dot,
         _ => return None,
     };
-    Some(Kernels::simd(isa, vec_dot, common::quantize_act))
+    Some(Kernels::simd(isa, vec_dot, common::quantize_act).with_axpy(common::axpy))
 }
 
 #[cfg(test)]

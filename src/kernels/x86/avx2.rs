@@ -636,6 +636,29 @@ pub(super) fn dot_f16(w: &[u8], a: &[u8]) -> f32 {
     hsum(v) + tail.sum::<f32>()
 }
 
+/// `y += a·x`, eight lanes per fused multiply-add.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy rows");
+    let va = _mm256_set1_ps(a);
+    let mut xc = x.chunks_exact(8);
+    let mut yc = y.chunks_exact_mut(8);
+    for (xs, ys) in (&mut xc).zip(&mut yc) {
+        // SAFETY: both chunks hold exactly eight f32; loadu/storeu take any alignment.
+        unsafe {
+            let v = _mm256_fmadd_ps(
+                va,
+                _mm256_loadu_ps(xs.as_ptr()),
+                _mm256_loadu_ps(ys.as_ptr()),
+            );
+            _mm256_storeu_ps(ys.as_mut_ptr(), v);
+        }
+    }
+    for (y, &x) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *y = a.mul_add(x, *y);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Activation quantizers: the bytes of the scalar reference, block by block.
 

@@ -89,15 +89,25 @@ pub fn table(isa: Isa) -> Option<Kernels> {
     }
     match isa {
         Isa::Avx2 => Some(
-            Kernels::simd(isa, avx2_vec_dot, avx2_quantize_act).with_vec_dot_x4(avx2_vec_dot_x4),
+            Kernels::simd(isa, avx2_vec_dot, avx2_quantize_act)
+                .with_vec_dot_x4(avx2_vec_dot_x4)
+                .with_axpy(axpy),
         ),
         Isa::Avx512 => Some(
             Kernels::simd(isa, avx512_vec_dot, avx2_quantize_act)
                 .with_vec_dot_x4(avx512_vec_dot_x4)
-                .with_gemm(avx512_gemm),
+                .with_gemm(avx512_gemm)
+                .with_axpy(axpy),
         ),
         _ => None,
     }
+}
+
+/// `y += a·x` (both x86 paths: an attention row is 80 elements, too short for
+/// 512-bit vectors to pay).
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: only `table` hands this out, after detecting AVX2 and FMA.
+    unsafe { avx2::axpy(a, x, y) }
 }
 
 // Blocks as the kernels read them: byte arrays only, so alignment 1, and any byte
