@@ -197,6 +197,7 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let mv = measure("mv", || {
         let t = best_of(reps * mats.len(), || {
             let w = Weight {
+                packed: None,
                 ty,
                 data: &mats[i % mats.len()],
                 rows,
@@ -257,6 +258,7 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     });
     let sq_rows = 1024;
     let w = Weight {
+        packed: None,
         ty,
         data: &mats[1][..sq_rows * rb],
         rows: sq_rows,

@@ -115,7 +115,7 @@ impl ModelArgs {
         let load = if self.no_mmap { Load::Read } else { Load::Map };
         let model = Model::load_with(&self.model, load)?;
         if self.mlock
-            && let Err(e) = model.file().lock()
+            && let Err(e) = model.lock()
         {
             eprintln!(
                 "phiq: warning: --mlock failed ({e}); raise `ulimit -l` to lock {} MB",

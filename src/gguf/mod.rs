@@ -35,6 +35,7 @@ pub struct GgufFile {
     path: PathBuf,
     map: Mmap,
     header: GgufHeader,
+    load: Load,
 }
 
 /// How a file's bytes come into memory.
@@ -73,17 +74,50 @@ impl GgufFile {
             path: path.clone(),
             error: Box::new(e),
         })?;
-        Ok(GgufFile { path, map, header })
+        Ok(GgufFile {
+            path,
+            map,
+            header,
+            load,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether the file is mapped or was read into memory.
+    pub fn load_mode(&self) -> Load {
+        self.load
+    }
+
     /// Locks the file's pages in memory (`--mlock`), so that the kernel never evicts
     /// weights under memory pressure. Fails when RLIMIT_MEMLOCK is too small.
     pub fn lock(&self) -> std::io::Result<()> {
         self.map.lock()
+    }
+
+    /// Tells the kernel this process is done with `info`'s bytes (a model that keeps
+    /// a repacked copy of the tensor): a mapped file's pages leave the process's
+    /// resident set and stay in the page cache. Nothing happens for a file read into
+    /// memory (`Load::Read`), whose bytes exist nowhere else. Reading the tensor
+    /// again still works: the pages come back from the file.
+    pub fn release(&self, info: &TensorInfo) {
+        if self.load != Load::Map || info.n_bytes == 0 {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: the map is private and read-only, so its pages never differ from the
+        // file: MADV_DONTNEED only drops them, and a later read faults the same bytes
+        // back in from the file. memmap2 widens the range to page bounds, which may
+        // drop a neighbour's pages too, with the same harmless effect.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                info.file_offset as usize,
+                info.n_bytes as usize,
+            )
+        };
     }
 
     /// Size of the file in bytes.

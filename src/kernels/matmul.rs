@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{KernelError, Kernels, VecDotFn, VecDotX4Fn, act_type};
+use super::{KernelError, Kernels, PackedKernel, VecDotFn, VecDotX4Fn, act_type};
 use crate::quant::GgmlType;
 
 /// A weight matrix: `rows` rows of `cols` elements of type `ty`, row-major, as GGUF
@@ -14,6 +14,9 @@ pub struct Weight<'a> {
     pub data: &'a [u8],
     pub rows: usize,
     pub cols: usize,
+    /// The same rows repacked by [`pack`] for the path's [`PackedKernel`], if any:
+    /// matmul then reads these instead of `data`.
+    pub packed: Option<&'a [u8]>,
 }
 
 impl Weight<'_> {
@@ -25,6 +28,87 @@ impl Weight<'_> {
         let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
     }
+}
+
+/// Bytes `rows` x `cols` weights of type `ty` take repacked for `k`'s packed kernel,
+/// if that path repacks the type.
+pub fn packed_len(k: &Kernels, ty: GgmlType, rows: usize, cols: usize) -> Option<usize> {
+    let pk = k.packed(ty)?;
+    Some(rows.div_ceil(pk.tile_rows) * (pk.tile_bytes)(cols))
+}
+
+/// Repacks `w` (its `data`) for `k`'s packed kernel into `out`, of [`packed_len`]
+/// bytes, tiles in parallel. Returns false if the path does not repack `w.ty`.
+pub fn pack(k: &Kernels, w: &Weight, out: &mut [u8]) -> bool {
+    let Some(pk) = k.packed(w.ty) else {
+        return false;
+    };
+    let tb = (pk.tile_bytes)(w.cols);
+    let rb = w.row_bytes();
+    assert_eq!(
+        out.len(),
+        w.rows.div_ceil(pk.tile_rows) * tb,
+        "packed length"
+    );
+    out.par_chunks_mut(tb).enumerate().for_each(|(i, tile)| {
+        let r0 = i * pk.tile_rows;
+        let nr = (w.rows - r0).min(pk.tile_rows);
+        (pk.pack)(w.cols, &w.data[r0 * rb..(r0 + nr) * rb], nr, tile);
+    });
+    true
+}
+
+/// Tiles of packed weights per task: 32 rows, as [`GEMM_ROWS_PER_TASK`].
+const PACKED_TILES_PER_TASK: usize = 2;
+
+/// The product through a path's packed kernel; `act` holds the quantized activations.
+fn matmul_packed(
+    pk: &PackedKernel,
+    w: &Weight,
+    tiles: &[u8],
+    act: &[u8],
+    n_tokens: usize,
+    bias_of: &(impl Fn(usize) -> f32 + Sync),
+    out: &mut [f32],
+) {
+    let prepared = (pk.prepare)(w.cols, act, n_tokens);
+    let tb = (pk.tile_bytes)(w.cols);
+    let task_rows = PACKED_TILES_PER_TASK * pk.tile_rows;
+    let task_tiles = |i: usize, rows: usize| {
+        let t0 = i * PACKED_TILES_PER_TASK;
+        &tiles[t0 * tb..(t0 + rows.div_ceil(pk.tile_rows)) * tb]
+    };
+    if n_tokens == 1 {
+        out.par_chunks_mut(task_rows)
+            .enumerate()
+            .for_each(|(i, o)| {
+                (pk.gemm)(w.cols, task_tiles(i, o.len()), o.len(), &prepared, 1, o);
+                for (j, y) in o.iter_mut().enumerate() {
+                    *y += bias_of(i * task_rows + j);
+                }
+            });
+        return;
+    }
+    let tiles_out: Vec<Vec<f32>> = (0..w.rows.div_ceil(task_rows))
+        .into_par_iter()
+        .map(|i| {
+            let rows = (i * task_rows)..((i + 1) * task_rows).min(w.rows);
+            let mut tile = vec![0f32; rows.len() * n_tokens];
+            (pk.gemm)(
+                w.cols,
+                task_tiles(i, rows.len()),
+                rows.len(),
+                &prepared,
+                n_tokens,
+                &mut tile,
+            );
+            for (o, r) in tile.chunks_exact_mut(n_tokens).zip(rows) {
+                o.iter_mut().for_each(|v| *v += bias_of(r));
+            }
+            tile
+        })
+        .collect();
+    scatter(&tiles_out, task_rows, n_tokens, out);
 }
 
 /// Weight rows handled per task: enough work to amortise scheduling, small enough
@@ -67,6 +151,10 @@ pub fn matmul(
     let act: &[u8] = act;
 
     let bias_of = |r: usize| bias.map_or(0.0, |b| b[r]);
+    if let (Some(tiles), Some(pk)) = (w.packed, k.packed(w.ty)) {
+        matmul_packed(&pk, w, tiles, act, n_tokens, &bias_of, out);
+        return Ok(());
+    }
     if n_tokens == 1 {
         if let Some((prepare, gemm)) = k.gemm(w.ty) {
             // The path's batch kernel for one token: the activation row laid out once.

@@ -81,6 +81,21 @@ pub type GemmFn =
 /// bit for bit.
 pub type VecDotX4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
 
+/// A path's kernel for weights repacked at load time into tiles of `tile_rows` rows
+/// (a layout private to the path). `gemm` has [`GemmFn`]'s contract with `w` the tiles
+/// holding the rows; `prepare` lays out the activations for it.
+#[derive(Clone, Copy)]
+pub struct PackedKernel {
+    pub tile_rows: usize,
+    /// Bytes of one tile of rows of `cols` elements (a multiple of 64).
+    pub tile_bytes: fn(cols: usize) -> usize,
+    /// Packs `rows` (at most `tile_rows`) rows of `cols` elements, back to back in
+    /// their file type, into one tile of `tile_bytes(cols)` bytes.
+    pub pack: fn(cols: usize, w: &[u8], rows: usize, out: &mut [u8]),
+    pub prepare: GemmPrepFn,
+    pub gemm: GemmFn,
+}
+
 /// `y += a·x` over f32 rows of equal length (attention's weighted sum of values). SIMD
 /// paths fuse the multiply-add, so results equal the scalar reference within one
 /// rounding per element, not bit for bit.
@@ -104,11 +119,17 @@ pub struct Kernels {
     quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
     vec_dot_x4: fn(GgmlType) -> Option<VecDotX4Fn>,
     gemm: fn(GgmlType) -> Option<(GemmPrepFn, GemmFn)>,
+    packed: fn(GgmlType) -> Option<PackedKernel>,
     pub axpy: AxpyFn,
 }
 
 /// No four-row kernels: callers loop [`Kernels::vec_dot`].
 fn no_x4(_: GgmlType) -> Option<VecDotX4Fn> {
+    None
+}
+
+/// No packed weights: matmul reads them from the file as they are.
+fn no_packed(_: GgmlType) -> Option<PackedKernel> {
     None
 }
 
@@ -142,8 +163,14 @@ impl Kernels {
         Kernels {
             vec_dot_x4: no_x4,
             gemm: no_gemm,
+            packed: no_packed,
             ..self.clone()
         }
+    }
+
+    /// The packed-weight kernel of `ty` weights, if this path repacks them at load.
+    pub fn packed(&self, ty: GgmlType) -> Option<PackedKernel> {
+        (self.packed)(ty)
     }
 
     /// This table without its batch kernels: matmul then uses the four-row kernels
@@ -151,6 +178,7 @@ impl Kernels {
     pub fn without_gemm(&self) -> Kernels {
         Kernels {
             gemm: no_gemm,
+            packed: no_packed,
             ..self.clone()
         }
     }
@@ -168,6 +196,7 @@ impl Kernels {
             quantize_act: scalar::quantize_act,
             vec_dot_x4: no_x4,
             gemm: no_gemm,
+            packed: no_packed,
             axpy: scalar::axpy,
         }
     }
@@ -186,6 +215,7 @@ impl Kernels {
             quantize_act,
             vec_dot_x4: no_x4,
             gemm: no_gemm,
+            packed: no_packed,
             axpy: scalar::axpy,
         }
     }
@@ -194,6 +224,12 @@ impl Kernels {
     #[allow(dead_code)]
     pub(crate) fn with_axpy(self, axpy: AxpyFn) -> Kernels {
         Kernels { axpy, ..self }
+    }
+
+    /// Adds packed-weight kernels to a SIMD table.
+    #[allow(dead_code)]
+    pub(crate) fn with_packed(self, packed: fn(GgmlType) -> Option<PackedKernel>) -> Kernels {
+        Kernels { packed, ..self }
     }
 
     /// Adds four-row kernels to a SIMD table.

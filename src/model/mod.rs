@@ -14,7 +14,7 @@ pub use kv_cache::{KvCache, KvType};
 use std::path::Path;
 
 use crate::gguf::{GgufError, GgufFile, Load, TensorInfo};
-use crate::kernels::matmul::Weight;
+use crate::kernels::matmul::{Weight, pack, packed_len};
 use crate::kernels::{self, KernelError, Kernels};
 use crate::quant::{self, GgmlType};
 
@@ -162,12 +162,14 @@ impl Hparams {
 }
 
 /// A weight matrix of the file, by index into its tensor table.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct MatrixRef {
     index: usize,
     ty: GgmlType,
     rows: usize,
     cols: usize,
+    /// Its bytes in [`Model::packed`], when the kernel path repacked it.
+    packed: Option<std::ops::Range<usize>>,
 }
 
 /// A linear layer: matrix plus bias.
@@ -207,6 +209,8 @@ pub struct Model {
     layers: Vec<Layer>,
     output_norm: Norm,
     output: Linear,
+    /// Weights repacked for the kernel path's packed kernels (see [`Model::pack`]).
+    packed: Option<memmap2::MmapMut>,
 }
 
 impl Model {
@@ -249,7 +253,7 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let output_norm = l.norm("output_norm", d)?;
         let output = l.linear("output", hp.n_vocab, d)?;
-        Ok(Model {
+        let mut model = Model {
             file,
             hp,
             kernels,
@@ -257,7 +261,77 @@ impl Model {
             layers,
             output_norm,
             output,
-        })
+            packed: None,
+        };
+        model.pack()?;
+        Ok(model)
+    }
+
+    /// The matrices the forward pass multiplies with.
+    fn matrices_mut(&mut self) -> impl Iterator<Item = &mut MatrixRef> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                let qkv: Vec<&mut Linear> = match &mut l.qkv {
+                    Qkv::Split { q, k, v } => vec![q, k, v],
+                    Qkv::Fused(f) => vec![f],
+                };
+                qkv.into_iter()
+                    .chain([&mut l.attn_output, &mut l.ffn_up, &mut l.ffn_down])
+                    .map(|lin| &mut lin.w)
+            })
+            .chain(std::iter::once(&mut self.output.w))
+    }
+
+    /// Repacks every matrix whose type the kernel path has a packed kernel for into
+    /// one anonymous buffer (huge pages where the OS offers them), then releases the
+    /// mapped file's pages of those tensors, so the copy does not double the memory.
+    /// A file read into memory (`--no-mmap`, already anonymous memory) is not repacked:
+    /// its bytes could not be released.
+    fn pack(&mut self) -> Result<()> {
+        let k = self.kernels;
+        let mut total = 0usize;
+        let mut plan = Vec::new();
+        for (i, m) in self.matrices_mut().enumerate() {
+            m.packed = None;
+            if let Some(len) = packed_len(k, m.ty, m.rows, m.cols) {
+                plan.push((i, total..total + len));
+                total += len;
+            }
+        }
+        self.packed = None;
+        if total == 0 || self.file.load_mode() != Load::Map {
+            return Ok(());
+        }
+        let mut buf = memmap2::MmapMut::map_anon(total).map_err(|error| GgufError::Io {
+            path: self.file.path().to_path_buf(),
+            error,
+        })?;
+        #[cfg(target_os = "linux")]
+        let _ = buf.advise(memmap2::Advice::HugePage);
+        let refs: Vec<MatrixRef> = self.matrices_mut().map(|m| m.clone()).collect();
+        for (i, range) in &plan {
+            let w = self.weight(&refs[*i]);
+            pack(k, &w, &mut buf[range.clone()]);
+            self.file.release(&self.file.tensors[refs[*i].index]);
+        }
+        let mut ranges = plan.into_iter().peekable();
+        for (i, m) in self.matrices_mut().enumerate() {
+            if ranges.peek().is_some_and(|(j, _)| *j == i) {
+                m.packed = ranges.next().map(|(_, r)| r);
+            }
+        }
+        self.packed = Some(buf);
+        Ok(())
+    }
+
+    /// Locks the weights in RAM (`--mlock`): the mapped file and the repacked copy.
+    pub fn lock(&self) -> std::io::Result<()> {
+        self.file.lock()?;
+        if let Some(p) = &self.packed {
+            p.lock()?;
+        }
+        Ok(())
     }
 
     pub fn file(&self) -> &GgufFile {
@@ -280,7 +354,7 @@ impl Model {
             }
         }
         self.kernels = kernels;
-        Ok(())
+        self.pack()
     }
 
     fn weight(&self, m: &MatrixRef) -> Weight<'_> {
@@ -290,6 +364,10 @@ impl Model {
             data: self.file.tensor_data(info),
             rows: m.rows,
             cols: m.cols,
+            packed: match (&self.packed, &m.packed) {
+                (Some(buf), Some(r)) => Some(&buf[r.clone()]),
+                _ => None,
+            },
         }
     }
 
@@ -367,6 +445,7 @@ impl Loader<'_> {
             ty: info.ty,
             rows,
             cols,
+            packed: None,
         })
     }
 

@@ -723,6 +723,7 @@ fn matmul_matches_scalar_matmul() {
                     .collect();
                 let data = w_rows.concat();
                 let w = Weight {
+                    packed: None,
                     ty,
                     data: &data,
                     rows,

@@ -644,6 +644,7 @@ fn matmul_equals_row_by_row_dots() {
             .collect();
         let data = w_rows.concat();
         let w = Weight {
+            packed: None,
             ty,
             data: &data,
             rows,

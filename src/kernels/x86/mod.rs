@@ -27,12 +27,15 @@
 mod avx2;
 mod avx512;
 mod gemm512;
+mod packed512;
 #[cfg(test)]
 mod tests;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{GemmFn, GemmPrepFn, Isa, Kernels, QuantizeActFn, VecDotFn, VecDotX4Fn, scalar};
+use super::{
+    GemmFn, GemmPrepFn, Isa, Kernels, PackedKernel, QuantizeActFn, VecDotFn, VecDotX4Fn, scalar,
+};
 use crate::quant::GgmlType;
 
 /// Features each path needs.
@@ -97,6 +100,7 @@ pub fn table(isa: Isa) -> Option<Kernels> {
             Kernels::simd(isa, avx512_vec_dot, avx2_quantize_act)
                 .with_vec_dot_x4(avx512_vec_dot_x4)
                 .with_gemm(avx512_gemm)
+                .with_packed(avx512_packed)
                 .with_axpy(axpy),
         ),
         _ => None,
@@ -357,6 +361,24 @@ wrappers!(avx512, avx512_vec_dot, avx512_vec_dot_x4);
 
 /// The AVX-512 batch kernels (see `gemm512.rs`), for any number of tokens: every
 /// quantized weight type; F16 and F32 loop the single-row dot.
+/// Weights AVX-512 repacks at load: Q4_0, into 16-row tiles (see `packed512`).
+fn avx512_packed(ty: GgmlType) -> Option<PackedKernel> {
+    match ty {
+        GgmlType::Q4_0 => Some(PackedKernel {
+            tile_rows: packed512::TILE_ROWS,
+            tile_bytes: packed512::tile_bytes,
+            pack: packed512::pack,
+            prepare: packed512::prepare,
+            gemm: |n, w, r, p, t, o| {
+                // SAFETY: only `table` hands out this function, after detecting the
+                // AVX-512 path's features; the kernel checks every length it reads.
+                unsafe { packed512::gemm(n, w, r, p, t, o) }
+            },
+        }),
+        _ => None,
+    }
+}
+
 fn avx512_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
     use GgmlType::*;
     // Each wrapper's kernel checks the lengths it reads (slices and asserts).

@@ -15,7 +15,7 @@ use bytemuck::Pod;
 use half::f16;
 
 use super::super::{Isa, KernelError, Kernels, act_type, scalar};
-use crate::kernels::matmul::{Weight, matmul};
+use crate::kernels::matmul::{Weight, matmul, pack, packed_len};
 use crate::quant::{self, *};
 
 use GgmlType::*;
@@ -966,6 +966,7 @@ fn matmul_equals_scalar_matmul() {
             .collect();
         let data = w_rows.concat();
         let w = Weight {
+            packed: None,
             ty,
             data: &data,
             rows,
@@ -987,6 +988,25 @@ fn matmul_equals_scalar_matmul() {
             for (isa, k) in &paths {
                 let mut got = vec![f32::NAN; n_tokens * rows];
                 matmul(k, &w, &x, n_tokens, Some(&bias), &mut got).unwrap();
+                if let Some(tiles) = packed(k, ty, &data, rows, cols) {
+                    // Repacked weights: the same results as the batch kernel's within the
+                    // tolerance (checked below through `got`), so compare to `got`.
+                    let wp = Weight {
+                        packed: Some(&tiles),
+                        ..w
+                    };
+                    let mut gp = vec![f32::NAN; n_tokens * rows];
+                    matmul(k, &wp, &x, n_tokens, Some(&bias), &mut gp).unwrap();
+                    for (i, (p, g)) in gp.iter().zip(&got).enumerate() {
+                        let r = i % rows;
+                        let tol = 2.0
+                            * matmul_tolerance(ty, &w_rows[r], k, &x[i / rows * cols..][..cols]);
+                        assert!(
+                            (f64::from(*p) - f64::from(*g)).abs() <= tol,
+                            "{isa:?} {ty} packed tokens={n_tokens} i={i}: {p} vs {g}"
+                        );
+                    }
+                }
                 let dot = k.vec_dot(ty).unwrap();
                 for (t, xt) in x.chunks_exact(cols).enumerate() {
                     let a = if matches!(ty, F16 | F32) {
@@ -1029,6 +1049,7 @@ fn matmul_handles_small_and_odd_shapes() {
         for rows in [1, 5, 17] {
             let data = quantize(ty, &varied(&mut rng, rows * cols));
             let w = Weight {
+                packed: None,
                 ty,
                 data: &data,
                 rows,
@@ -1065,7 +1086,9 @@ fn matmul_handles_small_and_odd_shapes() {
 // ---------------------------------------------------------------------------------
 // Batch kernels (gemm).
 
-/// Runs path `k`'s batch kernel for `ty`: rows × tokens, `out[r * tokens + t]`.
+/// Runs path `k`'s batch kernels for `ty` on unpacked weight rows: the gemm over the
+/// rows as stored, and the packed kernel (rows repacked first) when the path has one.
+/// Each gives rows × tokens, `out[r * tokens + t]`.
 fn run_gemm(
     k: &Kernels,
     ty: GgmlType,
@@ -1073,20 +1096,49 @@ fn run_gemm(
     w: &[u8],
     rows: usize,
     acts: &[Vec<u8>],
-) -> Vec<f32> {
-    let (prep, gemm) = k.gemm(ty).unwrap();
+) -> Vec<(&'static str, Vec<f32>)> {
     let a = acts.concat();
-    let prepared = prep(n, &a, acts.len());
-    let mut out = vec![f32::NAN; rows * acts.len()];
-    gemm(n, w, rows, &prepared, acts.len(), &mut out);
-    out
+    let mut runs = Vec::new();
+    if let Some((prep, gemm)) = k.gemm(ty) {
+        let prepared = prep(n, &a, acts.len());
+        let mut out = vec![f32::NAN; rows * acts.len()];
+        gemm(n, w, rows, &prepared, acts.len(), &mut out);
+        runs.push(("gemm", out));
+    }
+    if let Some(pk) = k.packed(ty) {
+        let tiles = packed(k, ty, w, rows, n).unwrap();
+        let prepared = (pk.prepare)(n, &a, acts.len());
+        let mut out = vec![f32::NAN; rows * acts.len()];
+        (pk.gemm)(n, &tiles, rows, &prepared, acts.len(), &mut out);
+        runs.push(("packed", out));
+    }
+    runs
+}
+
+/// `rows` rows of `w` repacked for `k`, if the path repacks `ty`.
+fn packed(k: &Kernels, ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
+    let len = packed_len(k, ty, rows, cols)?;
+    let mut tiles = vec![0xa5u8; len];
+    let weight = Weight {
+        packed: None,
+        ty,
+        data: w,
+        rows,
+        cols,
+    };
+    assert!(pack(k, &weight, &mut tiles));
+    Some(tiles)
 }
 
 /// The paths with batch kernels; announced, like every path, when missing.
 fn gemm_paths() -> Vec<(Isa, Kernels)> {
     let paths: Vec<_> = simd_paths()
         .into_iter()
-        .filter(|(_, k)| WEIGHT_TYPES.iter().any(|&t| k.gemm(t).is_some()))
+        .filter(|(_, k)| {
+            WEIGHT_TYPES
+                .iter()
+                .any(|&t| k.gemm(t).is_some() || k.packed(t).is_some())
+        })
         .collect();
     if !paths.iter().any(|(isa, _)| *isa == Isa::Avx512) {
         eprintln!("\n*** WARNING: no AVX-512 path here: its batch kernel tests are SKIPPED ***\n");
@@ -1101,7 +1153,7 @@ fn gemm_equals_scalar_dots() {
     for (isa, k) in &gemm_paths() {
         let mut rng = Rng(21);
         for ty in WEIGHT_TYPES {
-            if k.gemm(ty).is_none() {
+            if k.gemm(ty).is_none() && k.packed(ty).is_none() {
                 continue;
             }
             for blocks in [1usize, 3, 4, 5, 10] {
@@ -1129,16 +1181,17 @@ fn gemm_equals_scalar_dots() {
                             quantize_act(k, ty, &x)
                         })
                         .collect();
-                    let out = run_gemm(k, ty, n, &w_rows.concat(), rows, &acts);
-                    for (r, w) in w_rows.iter().enumerate() {
-                        for (t, a) in acts.iter().enumerate() {
-                            let want = scalar::vec_dot(ty).unwrap()(n, w, a);
-                            let got = out[r * tokens + t];
-                            let tol = TOLERANCE * magnitude(ty, w, a);
-                            assert!(
-                                (f64::from(got) - f64::from(want)).abs() <= tol,
-                                "{isa:?} {ty} n={n} {rows}x{tokens} r={r} t={t}: {got} vs {want}"
-                            );
+                    for (kind, out) in run_gemm(k, ty, n, &w_rows.concat(), rows, &acts) {
+                        for (r, w) in w_rows.iter().enumerate() {
+                            for (t, a) in acts.iter().enumerate() {
+                                let want = scalar::vec_dot(ty).unwrap()(n, w, a);
+                                let got = out[r * tokens + t];
+                                let tol = TOLERANCE * magnitude(ty, w, a);
+                                assert!(
+                                    (f64::from(got) - f64::from(want)).abs() <= tol,
+                                    "{isa:?} {kind} {ty} n={n} {rows}x{tokens} r={r} t={t}: {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }
@@ -1154,7 +1207,7 @@ fn gemm_integer_parts_are_exact() {
     for (isa, k) in &gemm_paths() {
         let mut rng = Rng(22);
         for ty in WEIGHT_TYPES {
-            if k.gemm(ty).is_none() {
+            if k.gemm(ty).is_none() && k.packed(ty).is_none() {
                 continue;
             }
             let qk = ty.block_size();
@@ -1193,30 +1246,31 @@ fn gemm_integer_parts_are_exact() {
                         acts[i + 1] = unit_act_block(act_type(ty), &e).repeat(blocks);
                     }
                 }
-                let out = run_gemm(k, ty, n, &w_rows.concat(), rows, &acts);
-                let mut exact = 0;
-                for (r, w) in w_rows.iter().enumerate() {
-                    for (t, a) in acts.iter().enumerate() {
-                        let want = scalar::vec_dot(ty).unwrap()(n, w, a);
-                        let got = out[r * tokens + t];
-                        let mag = magnitude(ty, w, a);
-                        if mag < f64::from(1u32 << 24) {
-                            exact += 1;
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{isa:?} {ty} n={n} r={r} t={t}: {got} vs {want}"
-                            );
-                        } else {
-                            let d = (f64::from(got) - f64::from(want)).abs();
-                            assert!(d <= TOLERANCE * mag, "{isa:?} {ty} r={r} t={t}");
+                for (kind, out) in run_gemm(k, ty, n, &w_rows.concat(), rows, &acts) {
+                    let mut exact = 0;
+                    for (r, w) in w_rows.iter().enumerate() {
+                        for (t, a) in acts.iter().enumerate() {
+                            let want = scalar::vec_dot(ty).unwrap()(n, w, a);
+                            let got = out[r * tokens + t];
+                            let mag = magnitude(ty, w, a);
+                            if mag < f64::from(1u32 << 24) {
+                                exact += 1;
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{isa:?} {kind} {ty} n={n} r={r} t={t}: {got} vs {want}"
+                                );
+                            } else {
+                                let d = (f64::from(got) - f64::from(want)).abs();
+                                assert!(d <= TOLERANCE * mag, "{isa:?} {kind} {ty} r={r} t={t}");
+                            }
                         }
                     }
+                    assert!(
+                        exact > rows * tokens / 2,
+                        "{kind} {ty}: only {exact} exact comparisons"
+                    );
                 }
-                assert!(
-                    exact > rows * tokens / 2,
-                    "{ty}: only {exact} exact comparisons"
-                );
             }
         }
     }
@@ -1267,6 +1321,39 @@ fn gemm_rejects_short_inputs() {
     }
 }
 
+#[test]
+fn packed_kernels_reject_short_inputs() {
+    for (_, k) in &gemm_paths() {
+        for ty in WEIGHT_TYPES {
+            let Some(pk) = k.packed(ty) else {
+                continue;
+            };
+            let n = 2 * ty.block_size();
+            let rb = ty.row_bytes(n as u64).unwrap() as usize;
+            let ab = act_type(ty).row_bytes(n as u64).unwrap() as usize;
+            let tiles = packed(k, ty, &vec![0u8; 3 * rb], 3, n).unwrap();
+            let a = vec![0u8; 2 * ab];
+            assert!(std::panic::catch_unwind(|| (pk.prepare)(n, &a[..ab - 1], 1)).is_err());
+            for tokens in [1, 2] {
+                let p = (pk.prepare)(n, &a, tokens);
+                let short = |tl: usize, pl: usize, ol: usize| {
+                    std::panic::catch_unwind(|| {
+                        (pk.gemm)(n, &tiles[..tl], 3, &p[..pl], tokens, &mut vec![0f32; ol]);
+                    })
+                    .is_err()
+                };
+                let (tl, pl, ol) = (tiles.len(), p.len(), 3 * tokens);
+                assert!(short(tl - 1, pl, ol), "{ty}: short tiles");
+                assert!(short(tl, pl - 1, ol), "{ty}: short prepared");
+                assert!(short(tl, pl, ol - 1), "{ty}: short output");
+                let mut out = vec![f32::NAN; ol];
+                (pk.gemm)(n, &tiles, 3, &p, tokens, &mut out);
+                assert!(out.iter().all(|v| *v == 0.0), "{ty}: zero blocks give zero");
+            }
+        }
+    }
+}
+
 /// Degenerate batches: no tokens, and rows of zero elements.
 #[test]
 fn empty_batches_give_empty_or_zero_results() {
@@ -1279,6 +1366,7 @@ fn empty_batches_give_empty_or_zero_results() {
             let cols = ty.block_size();
             let data = quantize(ty, &varied(&mut rng, 3 * cols));
             let w = Weight {
+                packed: None,
                 ty,
                 data: &data,
                 rows: 3,
