@@ -94,6 +94,7 @@ pub fn table(isa: Isa) -> Option<Kernels> {
         Isa::Avx2 => Some(
             Kernels::simd(isa, avx2_vec_dot, avx2_quantize_act)
                 .with_vec_dot_x4(avx2_vec_dot_x4)
+                .with_gemm(avx2_gemm)
                 .with_axpy(axpy),
         ),
         Isa::Avx512 => Some(
@@ -361,6 +362,29 @@ wrappers!(avx512, avx512_vec_dot, avx512_vec_dot_x4);
 
 /// The AVX-512 batch kernels (see `gemm512.rs`), for any number of tokens: every
 /// quantized weight type; F16 and F32 loop the single-row dot.
+/// F16 weights against f32 activations for a batch (both paths: Zen 4 and most
+/// AVX-512 cores split a 512-bit multiply-add into two 256-bit ones anyway).
+fn f16_gemm() -> (GemmPrepFn, GemmFn) {
+    (
+        |n, a, tokens| {
+            let a = &a[..n * tokens * 4];
+            a.chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        },
+        |n, w, r, p, t, o| {
+            // SAFETY: only `table` hands this out, after detecting AVX2, FMA and F16C;
+            // the kernel checks every length it reads.
+            unsafe { avx2::gemm_f16(n, w, r, p, t, o) }
+        },
+    )
+}
+
+/// AVX2's batch kernels: F16 only (the quantized types use the four-row kernels).
+fn avx2_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
+    (ty == GgmlType::F16).then(f16_gemm)
+}
+
 /// Weights AVX-512 repacks at load: Q4_0, into 16-row tiles (see `packed512`).
 fn avx512_packed(ty: GgmlType) -> Option<PackedKernel> {
     match ty {
@@ -381,6 +405,9 @@ fn avx512_packed(ty: GgmlType) -> Option<PackedKernel> {
 
 fn avx512_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
     use GgmlType::*;
+    if ty == F16 {
+        return Some(f16_gemm());
+    }
     // Each wrapper's kernel checks the lengths it reads (slices and asserts).
     let gemm: GemmFn = match ty {
         Q4_0 => |n, w, r, p, t, o| {

@@ -1385,3 +1385,47 @@ fn empty_batches_give_empty_or_zero_results() {
         }
     }
 }
+
+/// The F16 batch kernel against the scalar dot: lengths that are not a multiple of
+/// the vector width, row and token counts around the micro-kernel's 3 x 4, zero rows
+/// and the largest f16 values.
+#[test]
+fn f16_gemm_equals_scalar_dots() {
+    let mut rng = Rng(24);
+    for (isa, k) in &simd_paths() {
+        let (prep, gemm) = k.gemm(F16).expect("every x86 path has an F16 batch kernel");
+        for n in [1usize, 7, 8, 9, 33, 320] {
+            for (rows, tokens) in [(1, 1), (2, 1), (3, 4), (4, 5), (7, 9), (5, 2)] {
+                let w_rows: Vec<Vec<u8>> = (0..rows)
+                    .map(|r| {
+                        let x: Vec<f32> = match r % 3 {
+                            0 => varied(&mut rng, n),
+                            1 => vec![0.0; n],
+                            _ => (0..n)
+                                .map(|i| if i % 2 == 0 { 65504.0 } else { -65504.0 })
+                                .collect(),
+                        };
+                        quantize(F16, &x)
+                    })
+                    .collect();
+                let x: Vec<f32> = (0..tokens * n).map(|_| rng.normal() * 1e-3).collect();
+                let a = to_bytes(&x);
+                let prepared = prep(n, &a, tokens);
+                let mut out = vec![f32::NAN; rows * tokens];
+                gemm(n, &w_rows.concat(), rows, &prepared, tokens, &mut out);
+                for (r, w) in w_rows.iter().enumerate() {
+                    for t in 0..tokens {
+                        let at = &a[t * n * 4..(t + 1) * n * 4];
+                        let want = scalar::vec_dot(F16).unwrap()(n, w, at);
+                        let mag = magnitude(F16, w, at);
+                        let got = out[r * tokens + t];
+                        assert!(
+                            (f64::from(got) - f64::from(want)).abs() <= 1e-6 * mag + 1e-30,
+                            "{isa:?} n={n} {rows}x{tokens} r={r} t={t}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
