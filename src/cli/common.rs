@@ -19,7 +19,7 @@ pub struct ModelArgs {
     /// The GGUF model file.
     #[arg(short, long, value_name = "MODEL.gguf")]
     pub model: PathBuf,
-    /// Threads (default: all cores).
+    /// Threads (default: the physical cores).
     #[arg(short, long, value_name = "N")]
     pub threads: Option<usize>,
     /// Context size in tokens (default: the model's, 2048 for Phi-2).
@@ -94,15 +94,15 @@ pub struct Loaded {
 
 impl ModelArgs {
     pub fn setup_threads(&self) -> Result<()> {
-        if let Some(n) = self.threads {
-            if n == 0 {
-                bail!("--threads must be at least 1");
-            }
-            // Only the first call in a process can size the pool; later ones are no-ops.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global();
-        }
+        let n = match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) => n,
+            None => default_threads(),
+        };
+        // Only the first call in a process can size the pool; later ones are no-ops.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
         Ok(())
     }
 
@@ -312,4 +312,12 @@ mod tests {
         assert_eq!(safe_prefix("hello\n", &["\nInstruct:"]), 5);
         assert_eq!(safe_prefix("héllo", &[]), "héllo".len());
     }
+}
+
+/// Threads when `-t` is not given: the physical cores, within what this process may
+/// use (affinity, cgroup quota). Two hyper-threads of one core share its vector units
+/// and its bandwidth, so the second only adds contention to these kernels.
+pub fn default_threads() -> usize {
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    num_cpus::get_physical().clamp(1, allowed)
 }

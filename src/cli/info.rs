@@ -80,7 +80,7 @@ fn print_cpu(as_json: bool) -> Result<()> {
     let features = Kernels::cpu_features();
     let available: Vec<&str> = Kernels::available().iter().map(|i| i.name()).collect();
     let chosen = phiq::kernels::kernels().map(|k| k.isa.name());
-    let threads = rayon::current_num_threads();
+    let threads = super::common::default_threads();
     if as_json {
         let f: serde_json::Map<String, Value> = features
             .iter()
