@@ -301,6 +301,14 @@ pub fn per_second(n: usize, d: Duration) -> f64 {
     }
 }
 
+/// Threads when `-t` is not given: the physical cores, within what this process may
+/// use (affinity, cgroup quota). Two hyper-threads of one core share its vector units
+/// and its bandwidth, so the second only adds contention to these kernels.
+pub fn default_threads() -> usize {
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    num_cpus::get_physical().clamp(1, allowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::safe_prefix;
@@ -312,12 +320,4 @@ mod tests {
         assert_eq!(safe_prefix("hello\n", &["\nInstruct:"]), 5);
         assert_eq!(safe_prefix("héllo", &[]), "héllo".len());
     }
-}
-
-/// Threads when `-t` is not given: the physical cores, within what this process may
-/// use (affinity, cgroup quota). Two hyper-threads of one core share its vector units
-/// and its bandwidth, so the second only adds contention to these kernels.
-pub fn default_threads() -> usize {
-    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
-    num_cpus::get_physical().clamp(1, allowed)
 }
