@@ -1,7 +1,11 @@
 //! Kernel throughput per weight type and kernel path: `cargo bench --bench kernels`.
 //!
+//! Weights are repacked first when the path has a packed kernel for the type, as the
+//! model does at load (GB/s count the file's bytes either way).
+//!
 //! Matrix-vector (generation), in GB/s of weights read, through what `matmul` uses
-//! for one token (the path's batch kernel if it has one, else its dot per row):
+//! for one token (the path's packed or batch kernel if it has one, else its dot per
+//! row):
 //! - `mv hot`: one thread, 128 rows of 2560 that stay in L2: the kernel's own speed.
 //! - `mv 1t`: one thread, a 10240x2560 matrix streamed from memory (rotating over
 //!   enough matrices to leave the 32 MiB L3 behind).
@@ -26,7 +30,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use half::f16;
-use phiq::kernels::matmul::{Weight, matmul};
+use phiq::kernels::matmul::{Weight, matmul, pack, packed_len};
 use phiq::kernels::{Isa, Kernels, act_type};
 use phiq::quant::GgmlType;
 use rayon::prelude::*;
@@ -159,28 +163,58 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let dot = k.vec_dot(ty).unwrap();
     let rb = ty.row_bytes(COLS as u64).unwrap() as usize;
 
-    // What matmul does for one token on one thread: the batch kernel when the path
-    // has one (activation row prepared once), else a dot per row.
-    let batch = k.gemm(ty);
+    // Weights as the model holds them: repacked at load when the path has a packed
+    // kernel for the type (GB/s still count the file's bytes, which are the same).
+    let pk = k.packed(ty);
+    let packed: Vec<Vec<u8>> = match pk {
+        Some(_) => mats
+            .iter()
+            .map(|m| {
+                let w = Weight {
+                    packed: None,
+                    ty,
+                    data: m,
+                    rows: m.len() / rb,
+                    cols: COLS,
+                };
+                let mut out = vec![0u8; packed_len(k, ty, w.rows, COLS).unwrap()];
+                pack(k, &w, &mut out);
+                out
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let weight = |i: usize, n_rows: usize| Weight {
+        packed: packed
+            .get(i)
+            .map(|p| &p[..packed_len(k, ty, n_rows, COLS).unwrap()]),
+        ty,
+        data: &mats[i][..n_rows * rb],
+        rows: n_rows,
+        cols: COLS,
+    };
+
+    // What matmul does for one token on one thread: the packed kernel, else the batch
+    // kernel when the path has one (activation row prepared once), else a dot per row.
+    let batch = pk.map(|p| (p.prepare, p.gemm)).or(k.gemm(ty));
     let prepared = batch.map(|(prep, _)| prep(COLS, &a, 1));
     let mut scratch = vec![0f32; rows];
-    let mut matvec = |m: &[u8]| -> f32 {
-        let n_rows = m.len() / rb;
+    let mut matvec = |w: &Weight| -> f32 {
         match (batch, &prepared) {
             (Some((_, gemm)), Some(p)) => {
-                let o = &mut scratch[..n_rows];
-                gemm(COLS, m, n_rows, p, 1, o);
+                let o = &mut scratch[..w.rows];
+                gemm(COLS, w.packed.unwrap_or(w.data), w.rows, p, 1, o);
                 o.iter().sum()
             }
-            _ => m.chunks_exact(rb).map(|r| dot(COLS, r, &a)).sum(),
+            _ => w.data.chunks_exact(rb).map(|r| dot(COLS, r, &a)).sum(),
         }
     };
     let mv_hot = measure("mvhot", || {
-        let hot = &mats[0][..128 * rb];
+        let hot = weight(0, 128);
         let t = best_of(reps * 30, || {
-            black_box(matvec(hot));
+            black_box(matvec(&hot));
         });
-        hot.len() as f64 / t / 1e9
+        hot.data.len() as f64 / t / 1e9
     });
 
     // One matrix per run, in turn: short runs, each over a matrix out of the caches.
@@ -188,7 +222,7 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let mut i = 0;
     let mv1 = measure("mv1", || {
         let t = best_of(reps * mats.len(), || {
-            black_box(matvec(&mats[i % mats.len()]));
+            black_box(matvec(&weight(i % mats.len(), rows)));
             i += 1;
         });
         one / t / 1e9
@@ -196,14 +230,7 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let mut out = vec![0f32; rows];
     let mv = measure("mv", || {
         let t = best_of(reps * mats.len(), || {
-            let w = Weight {
-                packed: None,
-                ty,
-                data: &mats[i % mats.len()],
-                rows,
-                cols: COLS,
-            };
-            matmul(k, &w, &x, 1, None, &mut out).unwrap();
+            matmul(k, &weight(i % mats.len(), rows), &x, 1, None, &mut out).unwrap();
             black_box(&out);
             i += 1;
         });
@@ -222,48 +249,54 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let mm_hot = measure("mmhot", || {
         let hot_rows = 64;
         let hot = &mats[0][..hot_rows * rb];
-        let t = match k.gemm(ty) {
-            Some((prep, gemm)) => {
+        let hot_packed = weight(0, hot_rows).packed;
+        let t = match batch {
+            Some((prep, gemm)) if pk.is_some() => {
                 let mut out = vec![0f32; hot_rows * tokens];
                 best_of(reps * 10, || {
                     let p = prep(COLS, &acts, tokens);
-                    gemm(COLS, hot, hot_rows, &p, tokens, &mut out);
+                    gemm(COLS, hot_packed.unwrap(), hot_rows, &p, tokens, &mut out);
                     black_box(&out);
                 })
             }
-            None => {
-                let x4 = k.vec_dot_x4(ty);
-                best_of(reps * 10, || {
-                    let mut s = 0f32;
-                    for r in hot.chunks_exact(rb) {
-                        let mut t = 0;
-                        if let Some(x4) = x4 {
-                            while t + 4 <= tokens {
-                                let at = |i: usize| &acts[(t + i) * act_row..(t + i + 1) * act_row];
-                                s += x4(COLS, r, [at(0), at(1), at(2), at(3)])
-                                    .iter()
-                                    .sum::<f32>();
-                                t += 4;
+            _ => match k.gemm(ty) {
+                Some((prep, gemm)) => {
+                    let mut out = vec![0f32; hot_rows * tokens];
+                    best_of(reps * 10, || {
+                        let p = prep(COLS, &acts, tokens);
+                        gemm(COLS, hot, hot_rows, &p, tokens, &mut out);
+                        black_box(&out);
+                    })
+                }
+                None => {
+                    let x4 = k.vec_dot_x4(ty);
+                    best_of(reps * 10, || {
+                        let mut s = 0f32;
+                        for r in hot.chunks_exact(rb) {
+                            let mut t = 0;
+                            if let Some(x4) = x4 {
+                                while t + 4 <= tokens {
+                                    let at =
+                                        |i: usize| &acts[(t + i) * act_row..(t + i + 1) * act_row];
+                                    s += x4(COLS, r, [at(0), at(1), at(2), at(3)])
+                                        .iter()
+                                        .sum::<f32>();
+                                    t += 4;
+                                }
+                            }
+                            for t in t..tokens {
+                                s += dot(COLS, r, &acts[t * act_row..(t + 1) * act_row]);
                             }
                         }
-                        for t in t..tokens {
-                            s += dot(COLS, r, &acts[t * act_row..(t + 1) * act_row]);
-                        }
-                    }
-                    black_box(s);
-                })
-            }
+                        black_box(s);
+                    })
+                }
+            },
         };
         2.0 * (hot_rows * COLS * tokens) as f64 / t / 1e9
     });
     let sq_rows = 1024;
-    let w = Weight {
-        packed: None,
-        ty,
-        data: &mats[1][..sq_rows * rb],
-        rows: sq_rows,
-        cols: COLS,
-    };
+    let w = weight(1, sq_rows);
     let mut out = vec![0f32; sq_rows * tokens];
     let flops = 2.0 * (sq_rows * COLS * tokens) as f64;
     let mut mm_with = |k: &Kernels| {
