@@ -385,7 +385,7 @@ fn avx2_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
     (ty == GgmlType::F16).then(f16_gemm)
 }
 
-/// Weights AVX-512 repacks at load: Q4_0, into 16-row tiles (see `packed512`).
+/// Weights AVX-512 repacks at load: Q4_0 and Q4_K, into 16-row tiles (see `packed512`).
 fn avx512_packed(ty: GgmlType) -> Option<PackedKernel> {
     match ty {
         GgmlType::Q4_0 => Some(PackedKernel {
@@ -397,6 +397,16 @@ fn avx512_packed(ty: GgmlType) -> Option<PackedKernel> {
                 // SAFETY: only `table` hands out this function, after detecting the
                 // AVX-512 path's features; the kernel checks every length it reads.
                 unsafe { packed512::gemm(n, w, r, p, t, o) }
+            },
+        }),
+        GgmlType::Q4_K => Some(PackedKernel {
+            tile_rows: packed512::TILE_ROWS,
+            tile_bytes: packed512::tile_bytes_k4,
+            pack: packed512::pack_k4,
+            prepare: packed512::prepare_k4,
+            gemm: |n, w, r, p, t, o| {
+                // SAFETY: as for Q4_0.
+                unsafe { packed512::gemm_k4(n, w, r, p, t, o) }
             },
         }),
         _ => None,

@@ -1,5 +1,5 @@
-//! Q4_0 weights repacked at load time into tiles of 16 rows for AVX-512 VNNI
-//! (ggml repacks Q4_0 the same way on x86, into its `block_q4_0x8`).
+//! Q4_0 and Q4_K weights repacked at load time into tiles of 16 rows for AVX-512 VNNI
+//! (ggml repacks the same two types on x86, into `block_q4_0x8` and `block_q4_Kx8`).
 //!
 //! Streaming 18-byte blocks row by row, the matrix-vector product spent its cycles
 //! gathering codes and scales with word permutes and waiting on 4 KiB pages of the
@@ -7,7 +7,7 @@
 //! nibble-packed, in exactly the order `vpdpbusd` wants them (one 32-bit lane per
 //! row), and the tile is read front to back from one huge-page buffer.
 //!
-//! Tile layout, `cols / 32` blocks, taken in pairs (an odd last block is paired with
+//! Q4_0 tile layout, `cols / 32` blocks, taken in pairs (an odd last block is paired with
 //! zeros): per pair, 576 bytes (nine cache lines, so every vector load is aligned):
 //!
 //! ```text
@@ -18,7 +18,17 @@
 //! its low nibbles are elements `4j..4j+4`, its high nibbles `16+4j..16+4j+4`. Rows
 //! past the matrix's end are zero blocks (scale 0).
 //!
-//! The integer sums are exact, as in `vec_dot_q4_0_q8_0`; scaling and accumulation run
+//! Q4_K tile layout, per super-block of 256 elements (2368 bytes, 37 cache lines):
+//!
+//! ```text
+//! [codes: 32 x 64 B][sc: 8 sub-blocks x 16 u8][m: 8 x 16 u8][d: 16 x f16][dmin: 16 x f16]
+//! ```
+//!
+//! Codes vector `v` holds, in lane `r`, bytes `4v..4v+4` of row `r`'s `qs`: its low
+//! nibbles belong to sub-block `2(v/8)`, its high nibbles to `2(v/8)+1`, elements
+//! `4(v%8)..` of each. The 6-bit scales and mins are unpacked, one byte each.
+//!
+//! The integer sums are exact, as in `vec_dot_q4_0_q8_0` and `vec_dot_q4_K_q8_K`; scaling and accumulation run
 //! in another order, so results equal it within the tests' tolerance, not bit for bit.
 
 use core::arch::x86_64::*;
@@ -164,41 +174,59 @@ fn tile_mm(tile: &[u8], p: &[u32], nb: usize) -> [__m512; TT] {
     acc
 }
 
+/// How a packed format meets the shared driver [`drive`].
+struct Format<MV, MM> {
+    /// Bytes of one tile of a row of `cols` elements.
+    tile_bytes: usize,
+    /// Prepared words of one token, and of one group of [`TT`] tokens.
+    mv_words: usize,
+    mm_words: usize,
+    /// A tile times one prepared token, and times one prepared group of 8.
+    mv: MV,
+    mm: MM,
+}
+
 /// `out[r * tokens + t]` for the `rows` rows held by `tiles` (whole tiles back to
 /// back, the last possibly padded) and every prepared token.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn gemm(
-    cols: usize,
+fn drive<MV, MM>(
+    f: Format<MV, MM>,
     tiles: &[u8],
     rows: usize,
     prepared: &[u32],
     tokens: usize,
     out: &mut [f32],
-) {
-    let nb = cols / 32;
-    let tb = tile_bytes(cols);
-    assert!(tiles.len() == rows.div_ceil(TILE_ROWS) * tb && out.len() == rows * tokens);
+) where
+    MV: Fn(&[u8], &[u32]) -> __m512,
+    MM: Fn(&[u8], &[u32]) -> [__m512; TT],
+{
+    assert!(tiles.len() == rows.div_ceil(TILE_ROWS) * f.tile_bytes && out.len() == rows * tokens);
     if tokens == 1 {
-        assert_eq!(prepared.len(), nb * MV_WORDS, "prepared row");
+        assert_eq!(prepared.len(), f.mv_words, "prepared row");
     } else {
-        assert_eq!(prepared.len(), tokens.div_ceil(TT) * nb * (TT * 8 + 2 * TT));
+        assert_eq!(
+            prepared.len(),
+            tokens.div_ceil(TT) * f.mm_words,
+            "prepared batch"
+        );
     }
-    if nb == 0 {
+    if f.tile_bytes == 0 {
         out.fill(0.0);
         return;
     }
     let mut lanes = [0f32; TILE_ROWS];
-    for (i, tile) in tiles.chunks_exact(tb).enumerate() {
+    for (i, tile) in tiles.chunks_exact(f.tile_bytes).enumerate() {
         let r0 = i * TILE_ROWS;
         let nr = (rows - r0).min(TILE_ROWS);
         if tokens == 1 {
             // SAFETY: `lanes` holds the 16 floats stored.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), tile_mv(tile, prepared, nb)) };
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), (f.mv)(tile, prepared)) };
             out[r0..r0 + nr].copy_from_slice(&lanes[..nr]);
             continue;
         }
-        for (g, p) in prepared.chunks_exact(nb * (TT * 8 + 2 * TT)).enumerate() {
-            let acc = tile_mm(tile, p, nb);
+        for (g, p) in prepared.chunks_exact(f.mm_words).enumerate() {
+            let acc = (f.mm)(tile, p);
             for (t, v) in acc.iter().enumerate() {
                 let token = g * TT + t;
                 if token >= tokens {
@@ -212,4 +240,205 @@ pub(super) fn gemm(
             }
         }
     }
+}
+
+/// Q4_0: see the module comment.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn gemm(
+    cols: usize,
+    tiles: &[u8],
+    rows: usize,
+    prepared: &[u32],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    let nb = cols / 32;
+    let f = Format {
+        tile_bytes: tile_bytes(cols),
+        mv_words: nb * MV_WORDS,
+        mm_words: nb * (TT * 8 + 2 * TT),
+        mv: |t: &[u8], p: &[u32]| tile_mv(t, p, nb),
+        mm: |t: &[u8], p: &[u32]| tile_mm(t, p, nb),
+    };
+    drive(f, tiles, rows, prepared, tokens, out);
+}
+
+// ---------------------------------------------------------------------------------
+// Q4_K.
+
+const QK_K: usize = 256;
+const K4_BLOCK: usize = 144;
+const K4_TILE_BLOCK: usize = 2368;
+const K4_SC: usize = 2048;
+const K4_M: usize = K4_SC + 128;
+const K4_D: usize = K4_M + 128;
+const K4_DMIN: usize = K4_D + 32;
+
+/// Bytes of one Q4_K tile of `cols` columns.
+pub(super) fn tile_bytes_k4(cols: usize) -> usize {
+    cols / QK_K * K4_TILE_BLOCK
+}
+
+/// Packs up to 16 Q4_K rows into one tile (see the module comment).
+pub(super) fn pack_k4(cols: usize, w: &[u8], rows: usize, out: &mut [u8]) {
+    let nb = cols / QK_K;
+    let rb = nb * K4_BLOCK;
+    assert!(rows <= TILE_ROWS && w.len() >= rows * rb && out.len() == tile_bytes_k4(cols));
+    out.fill(0);
+    for r in 0..rows {
+        for b in 0..nb {
+            let blk = &w[r * rb + b * K4_BLOCK..r * rb + (b + 1) * K4_BLOCK];
+            let o = &mut out[b * K4_TILE_BLOCK..(b + 1) * K4_TILE_BLOCK];
+            let qs = &blk[16..144];
+            for v in 0..32 {
+                o[v * 64 + r * 4..v * 64 + r * 4 + 4].copy_from_slice(&qs[4 * v..4 * v + 4]);
+            }
+            let sm = super::avx2::scales_mins_k4(blk[4..16].try_into().unwrap());
+            for s in 0..8 {
+                o[K4_SC + 16 * s + r] = sm[s];
+                o[K4_M + 16 * s + r] = sm[8 + s];
+            }
+            o[K4_D + 2 * r..K4_D + 2 * r + 2].copy_from_slice(&blk[0..2]);
+            o[K4_DMIN + 2 * r..K4_DMIN + 2 * r + 2].copy_from_slice(&blk[2..4]);
+        }
+    }
+}
+
+/// Prepared words of one Q8_K super-block for a group of `g` tokens: the codes
+/// (64 words a token), the eight sub-block sums (a word each, a token), the scales.
+const fn k4_words(g: usize) -> usize {
+    g * (64 + 8 + 1)
+}
+
+/// Lays out Q8_K activation rows for [`gemm_k4`]: one token alone, a batch in groups
+/// of 8 (the last padded with zero tokens).
+pub(super) fn prepare_k4(n: usize, a: &[u8], tokens: usize) -> Vec<u32> {
+    let nb = n / QK_K;
+    let row = nb * size_of::<super::B8K>();
+    let g = if tokens == 1 { 1 } else { TT };
+    let pw = k4_words(g);
+    let mut out = vec![0u32; tokens.div_ceil(g) * nb * pw];
+    for t in 0..tokens {
+        let y: &[super::B8K] = bytemuck::cast_slice(&a[t * row..(t + 1) * row]);
+        let (group, tt) = (t / g, t % g);
+        for (b, yb) in y.iter().enumerate() {
+            let p = &mut out[(group * nb + b) * pw..(group * nb + b + 1) * pw];
+            for (w, c) in p[tt * 64..(tt + 1) * 64]
+                .iter_mut()
+                .zip(yb.qs.chunks_exact(4))
+            {
+                *w = u32::from_le_bytes(c.try_into().unwrap());
+            }
+            let bs =
+                |i: usize| i32::from(i16::from_le_bytes([yb.bsums[2 * i], yb.bsums[2 * i + 1]]));
+            for s in 0..8 {
+                p[g * 64 + tt * 8 + s] = (bs(2 * s) + bs(2 * s + 1)) as u32;
+            }
+            p[g * 72 + tt] = f32::from_le_bytes(yb.d).to_bits();
+        }
+    }
+    out
+}
+
+/// The 16 rows' sub-block scales (`at` = [`K4_SC`]) or mins ([`K4_M`]) of sub-block `s`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_bytes(tb: &[u8], at: usize, s: usize) -> __m512i {
+    let b = &tb[at + 16 * s..at + 16 * s + 16];
+    // SAFETY: `b` holds the 16 bytes read.
+    _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(b.as_ptr().cast()) })
+}
+
+/// The 16 rows' f16 at byte `at` of a tile block, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_f16(tb: &[u8], at: usize) -> __m512 {
+    let b = &tb[at..at + 32];
+    // SAFETY: `b` holds the 32 bytes read.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(b.as_ptr().cast()) })
+}
+
+/// One Q4_K tile block times `T` prepared tokens of a group of `g`: per token, the
+/// 16 rows' `Σ sc·isum` and `Σ m·bsum`, exact integers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_block<const T: usize>(tb: &[u8], p: &[u32]) -> ([__m512i; T], [__m512i; T]) {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let mut sumi = [_mm512_setzero_si512(); T];
+    for j in 0..4 {
+        let sc_lo = k4_bytes(tb, K4_SC, 2 * j);
+        let sc_hi = k4_bytes(tb, K4_SC, 2 * j + 1);
+        let mut lo = [_mm512_setzero_si512(); 8];
+        let mut hi = [_mm512_setzero_si512(); 8];
+        for q in 0..8 {
+            let v = ld512(tb, (8 * j + q) * 64);
+            lo[q] = _mm512_and_si512(v, m4);
+            hi[q] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+        }
+        for t in 0..T {
+            let a = &p[t * 64 + 16 * j..t * 64 + 16 * j + 16];
+            let mut il = _mm512_setzero_si512();
+            let mut ih = _mm512_setzero_si512();
+            for q in 0..8 {
+                il = _mm512_dpbusd_epi32(il, lo[q], _mm512_set1_epi32(a[q] as i32));
+                ih = _mm512_dpbusd_epi32(ih, hi[q], _mm512_set1_epi32(a[8 + q] as i32));
+            }
+            let s = _mm512_add_epi32(_mm512_mullo_epi32(il, sc_lo), _mm512_mullo_epi32(ih, sc_hi));
+            sumi[t] = _mm512_add_epi32(sumi[t], s);
+        }
+    }
+    let bsum = &p[T * 64..T * 72];
+    let mut summ = [_mm512_setzero_si512(); T];
+    for s in 0..8 {
+        let m = k4_bytes(tb, K4_M, s);
+        for t in 0..T {
+            let b = _mm512_set1_epi32(bsum[t * 8 + s] as i32);
+            summ[t] = _mm512_add_epi32(summ[t], _mm512_mullo_epi32(m, b));
+        }
+    }
+    (sumi, summ)
+}
+
+/// One Q4_K tile times `T` prepared tokens (a group of `T`), accumulated in f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_tile<const T: usize>(tile: &[u8], p: &[u32], nb: usize) -> [__m512; T] {
+    let pw = k4_words(T);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (tb, pb) in tile
+        .chunks_exact(K4_TILE_BLOCK)
+        .zip(p.chunks_exact(pw))
+        .take(nb)
+    {
+        let (sumi, summ) = k4_block::<T>(tb, pb);
+        let d = k4_f16(tb, K4_D);
+        let dmin = k4_f16(tb, K4_DMIN);
+        for t in 0..T {
+            let dy = _mm512_set1_ps(f32::from_bits(pb[T * 72 + t]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(d, dy), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(summ[t]), _mm512_mul_ps(dmin, dy), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Q4_K: see the module comment.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn gemm_k4(
+    cols: usize,
+    tiles: &[u8],
+    rows: usize,
+    prepared: &[u32],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    let nb = cols / QK_K;
+    let f = Format {
+        tile_bytes: tile_bytes_k4(cols),
+        mv_words: nb * k4_words(1),
+        mm_words: nb * k4_words(TT),
+        mv: |t: &[u8], p: &[u32]| k4_tile::<1>(t, p, nb)[0],
+        mm: |t: &[u8], p: &[u32]| k4_tile::<TT>(t, p, nb),
+    };
+    drive(f, tiles, rows, prepared, tokens, out);
 }
