@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{KernelError, Kernels, PackedKernel, VecDotFn, VecDotX4Fn, act_type};
+use super::{GemmFn, KernelError, Kernels, PackedKernel, VecDotFn, VecDotX4Fn, act_type};
 use crate::quant::GgmlType;
 
 /// A weight matrix: `rows` rows of `cols` elements of type `ty`, row-major, as GGUF
@@ -58,6 +58,130 @@ pub fn pack(k: &Kernels, w: &Weight, out: &mut [u8]) -> bool {
     true
 }
 
+/// One product of [`matvec_many`]: a weight matrix, one token's input row, the bias
+/// and the output row.
+pub struct MatJob<'a> {
+    pub w: Weight<'a>,
+    pub x: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub out: &'a mut [f32],
+}
+
+/// Several matrix-vector products (one token) in one parallel region: generation
+/// runs a layer's independent products together (q, k, v and the MLP's up projection
+/// read the same normed row), because waking the pool for each small product cost
+/// more than some of the products. Each job's result is `matmul`'s, bit for bit.
+pub fn matvec_many(k: &Kernels, jobs: &mut [MatJob]) -> Result<(), KernelError> {
+    let plans = jobs
+        .iter()
+        .map(|j| {
+            debug_assert_eq!(j.x.len(), j.w.cols);
+            debug_assert_eq!(j.out.len(), j.w.rows);
+            OneToken::new(k, &j.w, j.x)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = Vec::new();
+    let mut views = Vec::new();
+    for (i, (job, plan)) in jobs.iter_mut().zip(&plans).enumerate() {
+        let n = plan.task_rows();
+        views.push((job.w, job.bias));
+        tasks.extend(
+            job.out
+                .chunks_mut(n)
+                .enumerate()
+                .map(move |(c, o)| (i, c * n, o)),
+        );
+    }
+    tasks.into_par_iter().for_each(|(i, r0, o)| {
+        let (w, bias) = &views[i];
+        plans[i].rows(w, r0, o);
+        if let Some(b) = bias {
+            for (y, b) in o.iter_mut().zip(&b[r0..]) {
+                *y += b;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One token's activation row prepared for the kernel the path has for a matrix.
+enum OneToken<'a> {
+    /// Weights repacked at load: the packed kernel.
+    Packed {
+        pk: PackedKernel,
+        tiles: &'a [u8],
+        prepared: Vec<u32>,
+    },
+    /// The path's batch kernel over the rows as stored.
+    Gemm { gemm: GemmFn, prepared: Vec<u32> },
+    /// The dot product per row; u64 backing keeps the activation blocks aligned.
+    Dot {
+        dot: VecDotFn,
+        act: Vec<u64>,
+        len: usize,
+    },
+}
+
+impl<'a> OneToken<'a> {
+    fn new(k: &Kernels, w: &Weight<'a>, x: &[f32]) -> Result<OneToken<'a>, KernelError> {
+        let dot = k.vec_dot(w.ty)?;
+        let act_ty = act_type(w.ty);
+        let len = act_ty.row_bytes(w.cols as u64).unwrap_or(0) as usize;
+        let quantize = k.quantize_act(act_ty)?;
+        let mut act = vec![0u64; len.div_ceil(8)];
+        quantize(x, &mut bytemuck::cast_slice_mut(&mut act)[..len]);
+        let bytes = &bytemuck::cast_slice(&act)[..len];
+        if let (Some(tiles), Some(pk)) = (w.packed, k.packed(w.ty)) {
+            let prepared = (pk.prepare)(w.cols, bytes, 1);
+            return Ok(OneToken::Packed {
+                pk,
+                tiles,
+                prepared,
+            });
+        }
+        if let Some((prepare, gemm)) = k.gemm(w.ty) {
+            let prepared = prepare(w.cols, bytes, 1);
+            return Ok(OneToken::Gemm { gemm, prepared });
+        }
+        Ok(OneToken::Dot { dot, act, len })
+    }
+
+    /// Rows per task: whole tiles for packed weights.
+    fn task_rows(&self) -> usize {
+        match self {
+            OneToken::Packed { pk, .. } => PACKED_TILES_PER_TASK * pk.tile_rows,
+            _ => ROWS_PER_TASK,
+        }
+    }
+
+    /// Rows `r0..r0 + out.len()` of `w` (`r0` a multiple of [`OneToken::task_rows`]).
+    fn rows(&self, w: &Weight, r0: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            OneToken::Packed {
+                pk,
+                tiles,
+                prepared,
+            } => {
+                let tb = (pk.tile_bytes)(w.cols);
+                let t0 = r0 / pk.tile_rows;
+                let t = &tiles[t0 * tb..(t0 + n.div_ceil(pk.tile_rows)) * tb];
+                (pk.gemm)(w.cols, t, n, prepared, 1, out);
+            }
+            OneToken::Gemm { gemm, prepared } => {
+                let rb = w.row_bytes();
+                gemm(w.cols, &w.data[r0 * rb..(r0 + n) * rb], n, prepared, 1, out);
+            }
+            OneToken::Dot { dot, act, len } => {
+                let a = &bytemuck::cast_slice(act)[..*len];
+                for (j, y) in out.iter_mut().enumerate() {
+                    *y = dot(w.cols, w.row(r0 + j), a);
+                }
+            }
+        }
+    }
+}
+
 /// Tiles of packed weights per task: 32 rows, as [`GEMM_ROWS_PER_TASK`].
 const PACKED_TILES_PER_TASK: usize = 2;
 
@@ -78,17 +202,6 @@ fn matmul_packed(
         let t0 = i * PACKED_TILES_PER_TASK;
         &tiles[t0 * tb..(t0 + rows.div_ceil(pk.tile_rows)) * tb]
     };
-    if n_tokens == 1 {
-        out.par_chunks_mut(task_rows)
-            .enumerate()
-            .for_each(|(i, o)| {
-                (pk.gemm)(w.cols, task_tiles(i, o.len()), o.len(), &prepared, 1, o);
-                for (j, y) in o.iter_mut().enumerate() {
-                    *y += bias_of(i * task_rows + j);
-                }
-            });
-        return;
-    }
     let tiles_out: Vec<Vec<f32>> = (0..w.rows.div_ceil(task_rows))
         .into_par_iter()
         .map(|i| {
@@ -142,6 +255,17 @@ pub fn matmul(
     if n_tokens == 0 {
         return Ok(());
     }
+    if n_tokens == 1 {
+        return matvec_many(
+            k,
+            &mut [MatJob {
+                w: *w,
+                x,
+                bias,
+                out,
+            }],
+        );
+    }
     // u64 backing keeps the activation blocks aligned for every block type.
     let mut act_buf = vec![0u64; (n_tokens * act_row).div_ceil(8)];
     let act: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut act_buf)[..n_tokens * act_row];
@@ -153,33 +277,6 @@ pub fn matmul(
     let bias_of = |r: usize| bias.map_or(0.0, |b| b[r]);
     if let (Some(tiles), Some(pk)) = (w.packed, k.packed(w.ty)) {
         matmul_packed(&pk, w, tiles, act, n_tokens, &bias_of, out);
-        return Ok(());
-    }
-    if n_tokens == 1 {
-        if let Some((prepare, gemm)) = k.gemm(w.ty) {
-            // The path's batch kernel for one token: the activation row laid out once.
-            let prepared = prepare(w.cols, act, 1);
-            let rb = w.row_bytes();
-            out.par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(i, o)| {
-                    let r0 = i * ROWS_PER_TASK;
-                    let data = &w.data[r0 * rb..(r0 + o.len()) * rb];
-                    gemm(w.cols, data, o.len(), &prepared, 1, o);
-                    for (j, y) in o.iter_mut().enumerate() {
-                        *y += bias_of(r0 + j);
-                    }
-                });
-            return Ok(());
-        }
-        out.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(i, o)| {
-                for (j, y) in o.iter_mut().enumerate() {
-                    let r = i * ROWS_PER_TASK + j;
-                    *y = dot(w.cols, w.row(r), act) + bias_of(r);
-                }
-            });
         return Ok(());
     }
     // Row-major tiles [rows of the task][tokens], scattered into token-major `out`.
@@ -288,4 +385,105 @@ fn tiles_by_rows(
             tile
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{self, GgmlType};
+
+    /// Products run together in one region give each job exactly what `matmul` of
+    /// that job alone gives, on every path this CPU has, types and shapes mixed.
+    #[test]
+    fn matvec_many_equals_matmul_per_job() {
+        let mut seed = 0x9e37_79b9u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+        };
+        let shapes = [
+            (GgmlType::Q4_0, 40, 64),
+            (GgmlType::Q4_K, 33, 256),
+            (GgmlType::Q8_0, 17, 96),
+            (GgmlType::F16, 5, 40),
+        ];
+        let weights: Vec<(GgmlType, usize, usize, Vec<u8>)> = shapes
+            .iter()
+            .map(|&(ty, rows, cols)| {
+                let x: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+                let mut data = vec![0u8; ty.row_bytes(cols as u64).unwrap() as usize * rows];
+                quant::quantize_row(ty, &x, &mut data).unwrap();
+                (ty, rows, cols, data)
+            })
+            .collect();
+        let inputs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| (0..s.2).map(|_| next()).collect())
+            .collect();
+        let biases: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| (0..s.1).map(|_| next()).collect())
+            .collect();
+        for isa in Kernels::available() {
+            let k = Kernels::for_isa(isa).unwrap();
+            let packs: Vec<Option<Vec<u8>>> = weights
+                .iter()
+                .map(|(ty, rows, cols, data)| {
+                    let len = packed_len(&k, *ty, *rows, *cols)?;
+                    let mut p = vec![0u8; len];
+                    let w = Weight {
+                        ty: *ty,
+                        data,
+                        rows: *rows,
+                        cols: *cols,
+                        packed: None,
+                    };
+                    pack(&k, &w, &mut p);
+                    Some(p)
+                })
+                .collect();
+            let ws: Vec<Weight> = weights
+                .iter()
+                .zip(&packs)
+                .map(|((ty, rows, cols, data), p)| Weight {
+                    ty: *ty,
+                    data,
+                    rows: *rows,
+                    cols: *cols,
+                    packed: p.as_deref(),
+                })
+                .collect();
+            let mut outs: Vec<Vec<f32>> = shapes.iter().map(|s| vec![f32::NAN; s.1]).collect();
+            let mut jobs: Vec<MatJob> = outs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, out)| MatJob {
+                    w: ws[i],
+                    x: &inputs[i],
+                    bias: Some(&biases[i]),
+                    out,
+                })
+                .collect();
+            matvec_many(&k, &mut jobs).unwrap();
+            for (i, w) in ws.iter().enumerate() {
+                let mut alone = vec![f32::NAN; w.rows];
+                matmul(&k, w, &inputs[i], 1, Some(&biases[i]), &mut alone).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&outs[i]),
+                    bits(&alone),
+                    "{} job {i} ({})",
+                    isa.name(),
+                    w.ty
+                );
+                assert!(
+                    outs[i].iter().all(|v| v.is_finite()),
+                    "{} job {i}",
+                    isa.name()
+                );
+            }
+        }
+    }
 }

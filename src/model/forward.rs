@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::kv_cache::{KeyRows, KvCache, KvType};
 use super::ops::{Rope, gelu_new, layer_norm, softmax};
 use super::{Linear, Model, ModelError, Qkv, Result};
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{MatJob, matmul, matvec_many};
 use crate::quant;
 
 /// Which logits a call computes.
@@ -150,54 +150,98 @@ impl<'m> Session<'m> {
     }
 
     fn linear(&self, l: &Linear, x: &[f32], t: usize, out: &mut [f32]) -> Result<()> {
+        self.products(t, &mut [(l, x, out)])
+    }
+
+    /// Independent products `out = x·Wᵀ + b` of `t` tokens each. One token runs them
+    /// in one parallel region (see [`matvec_many`]); a batch runs them one by one,
+    /// each big enough to keep every core busy.
+    fn products(&self, t: usize, jobs: &mut [(&Linear, &[f32], &mut [f32])]) -> Result<()> {
         let m = self.model;
-        matmul(m.kernels, &m.weight(&l.w), x, t, Some(&l.b), out)?;
+        if t == 1 {
+            let mut many: Vec<MatJob> = jobs
+                .iter_mut()
+                .map(|(l, x, out)| MatJob {
+                    w: m.weight(&l.w),
+                    x,
+                    bias: Some(&l.b),
+                    out,
+                })
+                .collect();
+            matvec_many(m.kernels, &mut many)?;
+            return Ok(());
+        }
+        for (l, x, out) in jobs.iter_mut() {
+            matmul(m.kernels, &m.weight(&l.w), x, t, Some(&l.b), out)?;
+        }
         Ok(())
     }
 
+    /// One layer, as HF's `PhiDecoderLayer`: the normed input feeds attention and
+    /// MLP in parallel. Products with the same input run together (q, k, v, up), then
+    /// the two with independent inputs (attention output, down).
     fn layer(&mut self, i: usize, b: &Batch, h: &mut [f32], n: &mut [f32]) -> Result<()> {
         let m = self.model;
         let hp = &m.hp;
-        let d = hp.n_embd;
+        let (d, kv, hd) = (hp.n_embd, hp.kv_dim(), hp.head_dim);
         let layer = &m.layers[i];
         for (o, x) in n.chunks_exact_mut(d).zip(h.chunks_exact(d)) {
             layer_norm(x, &layer.attn_norm.w, &layer.attn_norm.b, hp.eps, o);
         }
-        let attn = self.attention(i, b, n)?;
-        let mut up = vec![0f32; b.t * hp.n_ff];
-        self.linear(&layer.ffn_up, n, b.t, &mut up)?;
+        let t = b.t;
+        let (mut q, mut k, mut v) = (vec![0f32; t * d], vec![0f32; t * kv], vec![0f32; t * kv]);
+        let mut up = vec![0f32; t * hp.n_ff];
+        match &layer.qkv {
+            Qkv::Split {
+                q: lq,
+                k: lk,
+                v: lv,
+            } => self.products(
+                t,
+                &mut [
+                    (lq, n, &mut q),
+                    (lk, n, &mut k),
+                    (lv, n, &mut v),
+                    (&layer.ffn_up, n, &mut up),
+                ],
+            )?,
+            Qkv::Fused(l) => {
+                let w = d + 2 * kv;
+                let mut all = vec![0f32; t * w];
+                self.products(t, &mut [(l, n, &mut all), (&layer.ffn_up, n, &mut up)])?;
+                for (r, row) in all.chunks_exact(w).enumerate() {
+                    q[r * d..(r + 1) * d].copy_from_slice(&row[..d]);
+                    k[r * kv..(r + 1) * kv].copy_from_slice(&row[d..d + kv]);
+                    v[r * kv..(r + 1) * kv].copy_from_slice(&row[d + kv..]);
+                }
+            }
+        }
+        let past = self.cache.len;
+        for j in 0..t {
+            self.rope.apply(&mut q[j * d..(j + 1) * d], hd, past + j);
+            self.rope.apply(&mut k[j * kv..(j + 1) * kv], hd, past + j);
+            self.cache.store(
+                i,
+                past + j,
+                &k[j * kv..(j + 1) * kv],
+                &v[j * kv..(j + 1) * kv],
+            );
+        }
+        let mut o = vec![0f32; t * d];
+        self.attend(i, past, past + t, &q, &mut o)?;
         gelu_new(&mut up);
-        let mut mlp = vec![0f32; b.t * d];
-        self.linear(&layer.ffn_down, &up, b.t, &mut mlp)?;
+        let (mut attn, mut mlp) = (vec![0f32; t * d], vec![0f32; t * d]);
+        self.products(
+            t,
+            &mut [
+                (&layer.attn_output, &o, &mut attn),
+                (&layer.ffn_down, &up, &mut mlp),
+            ],
+        )?;
         for ((h, a), f) in h.iter_mut().zip(&attn).zip(&mlp) {
             *h += a + f;
         }
         Ok(())
-    }
-
-    /// Projections, RoPE, the cache, causal attention and the output projection.
-    fn attention(&mut self, i: usize, b: &Batch, n: &[f32]) -> Result<Vec<f32>> {
-        let m = self.model;
-        let hp = &m.hp;
-        let (d, kv, hd) = (hp.n_embd, hp.kv_dim(), hp.head_dim);
-        let (mut q, mut k, v) = self.qkv(&m.layers[i].qkv, n, b.t)?;
-        let past = self.cache.len;
-        for t in 0..b.t {
-            self.rope.apply(&mut q[t * d..(t + 1) * d], hd, past + t);
-            self.rope.apply(&mut k[t * kv..(t + 1) * kv], hd, past + t);
-            self.cache.store(
-                i,
-                past + t,
-                &k[t * kv..(t + 1) * kv],
-                &v[t * kv..(t + 1) * kv],
-            );
-        }
-        let total = past + b.t;
-        let mut o = vec![0f32; b.t * d];
-        self.attend(i, past, total, &q, &mut o)?;
-        let mut attn = vec![0f32; b.t * d];
-        self.linear(&m.layers[i].attn_output, &o, b.t, &mut attn)?;
-        Ok(attn)
     }
 
     /// Causal attention of the batch's queries `q` (`[t][n_embd]`, after RoPE) over
@@ -256,33 +300,5 @@ impl<'m> Session<'m> {
                 }
             });
         Ok(())
-    }
-
-    fn qkv(&self, qkv: &Qkv, n: &[f32], t: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let hp = &self.model.hp;
-        let (d, kv) = (hp.n_embd, hp.kv_dim());
-        let (mut q, mut k, mut v) = (vec![0f32; t * d], vec![0f32; t * kv], vec![0f32; t * kv]);
-        match qkv {
-            Qkv::Split {
-                q: lq,
-                k: lk,
-                v: lv,
-            } => {
-                self.linear(lq, n, t, &mut q)?;
-                self.linear(lk, n, t, &mut k)?;
-                self.linear(lv, n, t, &mut v)?;
-            }
-            Qkv::Fused(l) => {
-                let w = d + 2 * kv;
-                let mut all = vec![0f32; t * w];
-                self.linear(l, n, t, &mut all)?;
-                for (r, row) in all.chunks_exact(w).enumerate() {
-                    q[r * d..(r + 1) * d].copy_from_slice(&row[..d]);
-                    k[r * kv..(r + 1) * kv].copy_from_slice(&row[d..d + kv]);
-                    v[r * kv..(r + 1) * kv].copy_from_slice(&row[d + kv..]);
-                }
-            }
-        }
-        Ok((q, k, v))
     }
 }
