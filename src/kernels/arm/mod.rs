@@ -19,19 +19,19 @@
 //! sums are grouped (tolerance in `tests.rs`). Other weight types fall back to the
 //! scalar lookup, which has none either.
 //!
-//! i8mm: the table is the dotprod one. `smmla` computes a 2×2 block of 8-element
-//! dots; ggml uses it for two weight rows × two activation rows at once. phiq's
-//! [`VecDotFn`](super::VecDotFn) is one row × one row, where only the diagonal of the
-//! 2×2 is useful: 16 products per instruction, as `sdot`, plus shuffles. It would pay
-//! off with a 2×2 entry in the kernel table used by the matmul for prompts
-//! (n_tokens ≥ 2); until then `i8mm` selects the best kernels that exist.
+//! i8mm: the dotprod table plus batch kernels for Q4_0 and Q8_0 weights (`i8mm.rs`):
+//! `smmla` computes a 2×2 block of 8-element dots, two weight rows × two tokens, 32
+//! products per instruction where `sdot` gives 16. A single row's dot could use only
+//! the 2×2's diagonal, so one token (generation) keeps the dotprod dot.
 
 mod common;
 mod dotprod;
+mod i8mm;
 mod kernels;
 mod neon;
 
-use super::{Isa, Kernels};
+use super::{GemmFn, GemmPrepFn, Isa, Kernels};
+use crate::quant::GgmlType;
 
 pub fn features() -> Vec<(&'static str, bool)> {
     vec![
@@ -72,7 +72,29 @@ pub fn table(isa: Isa) -> Option<Kernels> {
         Isa::Dotprod | Isa::I8mm => dotprod::vec_dot,
         _ => return None,
     };
-    Some(Kernels::simd(isa, vec_dot, common::quantize_act).with_axpy(common::axpy))
+    let k = Kernels::simd(isa, vec_dot, common::quantize_act).with_axpy(common::axpy);
+    Some(if isa == Isa::I8mm {
+        k.with_gemm(i8mm_gemm)
+    } else {
+        k
+    })
+}
+
+/// The i8mm path's batch kernels (`smmla`): Q4_0 and Q8_0 weights.
+fn i8mm_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
+    let gemm: GemmFn = match ty {
+        GgmlType::Q4_0 => |n, w, r, p, t, o| {
+            // SAFETY: only `table` hands this out, after detecting i8mm (and dotprod,
+            // which the single-token case uses); the kernel checks every length.
+            unsafe { i8mm::gemm_q4_0(n, w, r, p, t, o) }
+        },
+        GgmlType::Q8_0 => |n, w, r, p, t, o| {
+            // SAFETY: as for Q4_0.
+            unsafe { i8mm::gemm_q8_0(n, w, r, p, t, o) }
+        },
+        _ => return None,
+    };
+    Some((i8mm::prepare, gemm))
 }
 
 #[cfg(test)]

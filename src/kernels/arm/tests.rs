@@ -147,6 +147,18 @@ fn tolerance(isa: Isa, ty: GgmlType, w: &[u8], a: &[u8]) -> Option<f64> {
     Some((nb + 16.0) * f64::from(f32::EPSILON) * k_magnitude(ty, w, a))
 }
 
+/// How far a batch kernel (whose integer sums are exact, but which scales and adds
+/// them in its own order) may be from the scalar dot: a few roundings of Σ|w·a|.
+fn batch_tolerance(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let nb = (w.len() / ty.type_size()) as f64;
+    let mag: f64 = dequantize(ty, w)
+        .iter()
+        .zip(act_values(act_type(ty), a))
+        .map(|(w, a)| (w * a).abs())
+        .sum();
+    (nb + 16.0) * f64::from(f32::EPSILON) * mag
+}
+
 /// Asserts that `got` (path `isa`) equals the scalar `want` as the module comment says.
 fn assert_dot_eq(isa: Isa, ty: GgmlType, w: &[u8], a: &[u8], got: f32, want: f32, what: &str) {
     match tolerance(isa, ty, w, a) {
@@ -757,7 +769,14 @@ fn matmul_matches_scalar_matmul() {
                             for r in 0..rows {
                                 let what = format!("rows={rows} t={t}/{n_tokens} r={r}");
                                 let (g, s) = (got[t * rows + r], want[t * rows + r]);
-                                match tolerance(k.isa, ty, &w_rows[r], &a) {
+                                let tol = match k.gemm(ty) {
+                                    // A batch kernel scales in another order.
+                                    Some(_) if n_tokens > 1 => {
+                                        Some(batch_tolerance(ty, &w_rows[r], &a))
+                                    }
+                                    _ => tolerance(k.isa, ty, &w_rows[r], &a),
+                                };
+                                match tol {
                                     None => assert_eq!(
                                         g.to_bits(),
                                         s.to_bits(),
@@ -784,5 +803,71 @@ fn matmul_matches_scalar_matmul() {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- batch kernels
+
+/// Every path's batch kernels (i8mm's `smmla`) against the scalar dot of each (row,
+/// token): random and extreme blocks, odd row and token counts (pairs padded), one
+/// block and several. Announced when no path here has one (only `QEMU_CPU=max`).
+#[test]
+fn batch_kernels_match_scalar_dots() {
+    let mut rng = Rng(31);
+    let mut tested = 0;
+    for k in paths("batch_kernels_match_scalar_dots") {
+        for ty in QUANTIZED {
+            let Some((prep, gemm)) = k.gemm(ty) else {
+                continue;
+            };
+            for nb in [1usize, 2, 7] {
+                let n = nb * ty.block_size();
+                for (rows, tokens) in [
+                    (1, 1),
+                    (3, 1),
+                    (1, 2),
+                    (2, 2),
+                    (3, 3),
+                    (5, 8),
+                    (16, 9),
+                    (7, 17),
+                ] {
+                    let mut w_rows: Vec<Vec<u8>> = (0..rows)
+                        .map(|_| random_weights(ty, nb, &mut rng))
+                        .collect();
+                    for (i, e) in extreme_weights(ty).into_iter().enumerate() {
+                        if i + 1 < rows {
+                            w_rows[i + 1] = e.repeat(nb);
+                        }
+                    }
+                    let mut acts: Vec<Vec<u8>> =
+                        (0..tokens).map(|_| random_acts(ty, nb, &mut rng)).collect();
+                    for (i, e) in extreme_act_codes(ty.block_size()).into_iter().enumerate() {
+                        if i + 1 < tokens {
+                            acts[i + 1] = act_block(act_type(ty), &e, 0.5).repeat(nb);
+                        }
+                    }
+                    let p = prep(n, &acts.concat(), tokens);
+                    let mut out = vec![f32::NAN; rows * tokens];
+                    gemm(n, &w_rows.concat(), rows, &p, tokens, &mut out);
+                    for (r, w) in w_rows.iter().enumerate() {
+                        for (t, a) in acts.iter().enumerate() {
+                            let want = scalar_dot(ty, n, w, a);
+                            let got = out[r * tokens + t];
+                            let tol = batch_tolerance(ty, w, a);
+                            assert!(
+                                (f64::from(got) - f64::from(want)).abs() <= tol,
+                                "{} {ty} nb={nb} {rows}x{tokens} r={r} t={t}: {got} vs {want} (tol {tol})",
+                                k.isa.name()
+                            );
+                        }
+                    }
+                    tested += 1;
+                }
+            }
+        }
+    }
+    if tested == 0 {
+        eprintln!("\n*** no batch kernel on this CPU (i8mm needs QEMU_CPU=max): SKIPPED ***\n");
     }
 }
