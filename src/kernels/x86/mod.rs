@@ -27,6 +27,7 @@
 mod avx2;
 mod avx512;
 mod gemm512;
+mod packed256;
 mod packed512;
 #[cfg(test)]
 mod tests;
@@ -95,6 +96,7 @@ pub fn table(isa: Isa) -> Option<Kernels> {
             Kernels::simd(isa, avx2_vec_dot, avx2_quantize_act)
                 .with_vec_dot_x4(avx2_vec_dot_x4)
                 .with_gemm(avx2_gemm)
+                .with_packed(avx2_packed)
                 .with_axpy(axpy),
         ),
         Isa::Avx512 => Some(
@@ -383,6 +385,21 @@ fn f16_gemm() -> (GemmPrepFn, GemmFn) {
 /// AVX2's batch kernels: F16 only (the quantized types use the four-row kernels).
 fn avx2_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
     (ty == GgmlType::F16).then(f16_gemm)
+}
+
+/// Weights AVX2 repacks at load: Q4_0, into `packed512`'s tiles (see `packed256`).
+fn avx2_packed(ty: GgmlType) -> Option<PackedKernel> {
+    (ty == GgmlType::Q4_0).then_some(PackedKernel {
+        tile_rows: packed512::TILE_ROWS,
+        tile_bytes: packed512::tile_bytes,
+        pack: packed512::pack,
+        prepare: packed512::prepare,
+        gemm: |n, w, r, p, t, o| {
+            // SAFETY: only `table` hands this out, after detecting AVX2, FMA and F16C;
+            // the kernel checks every length it reads.
+            unsafe { packed256::gemm(n, w, r, p, t, o) }
+        },
+    })
 }
 
 /// Weights AVX-512 repacks at load: Q4_0 and Q4_K, into 16-row tiles (see `packed512`).

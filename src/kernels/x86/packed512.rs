@@ -43,7 +43,7 @@ pub(super) const TILE_ROWS: usize = 16;
 /// Tokens per pass of the batch kernel over a tile (the prepared groups' size).
 const TT: usize = 8;
 const BLOCK: usize = 18;
-const PAIR_BYTES: usize = 576;
+pub(super) const PAIR_BYTES: usize = 576;
 
 /// Bytes of one tile of `cols` columns.
 pub(super) fn tile_bytes(cols: usize) -> usize {
@@ -74,7 +74,7 @@ pub(super) fn pack(cols: usize, w: &[u8], rows: usize, out: &mut [u8]) {
 
 /// Words of one prepared block of one token: 8 code words, the `-8·Σa` correction,
 /// the scale.
-const MV_WORDS: usize = 10;
+pub(super) const MV_WORDS: usize = 10;
 
 /// Lays out Q8_0 activation rows for [`gemm`]: one token compactly (matrix-vector),
 /// a batch as groups of 8 tokens (the layout of the unpacked batch kernel).
