@@ -26,5 +26,17 @@ esac
 for bin in phiq phiq-quantize; do
     f=$out/$bin
     echo "$f: $(stat -c %s "$f") bytes, $(file -b "$f" | cut -d, -f1-2)"
-    $readelf -d "$f" | grep NEEDED | sed 's/^/    /'
+    needed=$($readelf -d "$f" | grep NEEDED || true)
+    if [ -z "$needed" ]; then
+        echo "    no shared libraries (statically linked)"
+    else
+        echo "$needed" | sed 's/^/    /'
+    fi
+    # The edge binaries may need glibc and nothing else (issue 6).
+    extra=$(echo "$needed" | grep NEEDED | grep -vE '\[(libc|libm|libpthread|libdl|librt)\.so|\[ld-linux' || true)
+    if [ -n "$extra" ]; then
+        echo "targets/build.sh: $f needs shared libraries beyond glibc:" >&2
+        echo "$extra" >&2
+        exit 1
+    fi
 done
