@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 target=${1:?usage: targets/build.sh TARGET}
 case "$target" in
 x86_64-unknown-linux-gnu)
-    cargo build --release --locked --target "$target" -p phiq -p phiq-quantize
+    # Static, as the aarch64 binaries (.cargo/config.toml says why); set here and not
+    # there because a host-wide crt-static would also apply to proc-macro builds.
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --release --locked --target "$target" -p phiq -p phiq-quantize
     out=target/$target/release
     readelf=readelf
     ;;
