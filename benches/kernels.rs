@@ -1,11 +1,10 @@
 //! Kernel throughput per weight type and kernel path: `cargo bench --bench kernels`.
 //!
-//! Weights are repacked first when the path has a packed kernel for the type, as the
+//! Weights are repacked first when the path has tile kernels for the type, as the
 //! model does at load (GB/s count the file's bytes either way).
 //!
 //! Matrix-vector (generation), in GB/s of weights read, through what `matmul` uses
-//! for one token (the path's packed or batch kernel if it has one, else its dot per
-//! row):
+//! for one token (the path's tile kernel if it has one, else its dot per row):
 //! - `mv hot`: one thread, 128 rows of 2560 that stay in L2: the kernel's own speed.
 //! - `mv 1t`: one thread, a 10240x2560 matrix streamed from memory (rotating over
 //!   enough matrices to leave the 32 MiB L3 behind).
@@ -13,10 +12,10 @@
 //!
 //! Matrix-matrix (prompts), 64 tokens, in GFLOP/s (2 per weight and token),
 //! activation quantization included:
-//! - `mm hot`: one thread, 64 rows of 2560 (in L2) through the path's batch kernel
-//!   (activation preparation included), else `matmul`'s loop of four-row kernels.
+//! - `mm hot`: one thread, 64 rows of 2560 (in L2) through the path's tile kernels
+//!   (activation preparation included), else the row dot.
 //! - `mm64`: `matmul` on a 1024x2560 matrix, every thread; then the same through the
-//!   four-row kernels only (`x4`), and through the single-row dot only (`1`).
+//!   row dot only (`rows`).
 //!   `PHIQ_BENCH_TOKENS` changes the 64 tokens of both `mm` columns.
 //!
 //! Ratios are against the scalar path measured in the same run. The host is shared
@@ -148,7 +147,6 @@ struct Row {
     mv: f64,
     mm_hot: f64,
     mm: f64,
-    mm_x4: f64,
     mm_single: f64,
 }
 
@@ -163,10 +161,10 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let dot = k.vec_dot(ty).unwrap();
     let rb = ty.row_bytes(COLS as u64).unwrap() as usize;
 
-    // Weights as the model holds them: repacked at load when the path has a packed
-    // kernel for the type (GB/s still count the file's bytes, which are the same).
-    let pk = k.packed(ty);
-    let packed: Vec<Vec<u8>> = match pk {
+    // Weights as the model holds them: repacked at load when the path has tile
+    // kernels for the type (GB/s still count the file's bytes).
+    let tk = k.tiles(ty, COLS);
+    let packed: Vec<(Vec<u64>, usize)> = match tk {
         Some(_) => mats
             .iter()
             .map(|m| {
@@ -177,9 +175,11 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
                     rows: m.len() / rb,
                     cols: COLS,
                 };
-                let mut out = vec![0u8; packed_len(k, ty, w.rows, COLS).unwrap()];
-                pack(k, &w, &mut out);
-                out
+                // u64-backed: tiles are read as aligned structs.
+                let len = packed_len(k, ty, w.rows, COLS).unwrap();
+                let mut buf = vec![0u64; len.div_ceil(8)];
+                pack(k, &w, &mut bytemuck::cast_slice_mut(&mut buf)[..len]);
+                (buf, len)
             })
             .collect(),
         None => Vec::new(),
@@ -187,24 +187,31 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let weight = |i: usize, n_rows: usize| Weight {
         packed: packed
             .get(i)
-            .map(|p| &p[..packed_len(k, ty, n_rows, COLS).unwrap()]),
+            .map(|(p, _)| &bytemuck::cast_slice(p)[..packed_len(k, ty, n_rows, COLS).unwrap()]),
         ty,
         data: &mats[i][..n_rows * rb],
         rows: n_rows,
         cols: COLS,
     };
 
-    // What matmul does for one token on one thread: the packed kernel, else the batch
-    // kernel when the path has one (activation row prepared once), else a dot per row.
-    let batch = pk.map(|p| (p.prepare, p.gemm)).or(k.gemm(ty));
-    let prepared = batch.map(|(prep, _)| prep(COLS, &a, 1));
-    let mut scratch = vec![0f32; rows];
+    // What matmul does for one token on one thread: the tile kernel (activation row
+    // prepared once), else a dot per row.
+    let prepared = tk.map(|t| {
+        let mut p = vec![0u32; (t.group_words)(COLS, 1)];
+        (t.prepare)(COLS, &[&a], &mut p);
+        p
+    });
+    let mut lanes = [0f32; 16];
     let mut matvec = |w: &Weight| -> f32 {
-        match (batch, &prepared) {
-            (Some((_, gemm)), Some(p)) => {
-                let o = &mut scratch[..w.rows];
-                gemm(COLS, w.packed.unwrap_or(w.data), w.rows, p, 1, o);
-                o.iter().sum()
+        match (tk, &prepared) {
+            (Some(t), Some(p)) => {
+                let tb = (t.tile_bytes)(COLS);
+                let mut s = 0f32;
+                for tile in w.packed.unwrap().chunks_exact(tb) {
+                    (t.gemv)(COLS, tile, p, &mut lanes[..t.rows]);
+                    s += lanes[0];
+                }
+                s
             }
             _ => w.data.chunks_exact(rb).map(|r| dot(COLS, r, &a)).sum(),
         }
@@ -249,49 +256,37 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
     let mm_hot = measure("mmhot", || {
         let hot_rows = 64;
         let hot = &mats[0][..hot_rows * rb];
-        let hot_packed = weight(0, hot_rows).packed;
-        let t = match batch {
-            Some((prep, gemm)) if pk.is_some() => {
-                let mut out = vec![0f32; hot_rows * tokens];
+        let t = match tk {
+            Some(t) => {
+                let tiles = weight(0, hot_rows).packed.unwrap();
+                let tb = (t.tile_bytes)(COLS);
+                let rows_of: Vec<&[u8]> = acts.chunks_exact(act_row).collect();
+                let mut local = vec![0f32; t.max_tokens * t.rows];
                 best_of(reps * 10, || {
-                    let p = prep(COLS, &acts, tokens);
-                    gemm(COLS, hot_packed.unwrap(), hot_rows, &p, tokens, &mut out);
-                    black_box(&out);
-                })
-            }
-            _ => match k.gemm(ty) {
-                Some((prep, gemm)) => {
-                    let mut out = vec![0f32; hot_rows * tokens];
-                    best_of(reps * 10, || {
-                        let p = prep(COLS, &acts, tokens);
-                        gemm(COLS, hot, hot_rows, &p, tokens, &mut out);
-                        black_box(&out);
-                    })
-                }
-                None => {
-                    let x4 = k.vec_dot_x4(ty);
-                    best_of(reps * 10, || {
-                        let mut s = 0f32;
-                        for r in hot.chunks_exact(rb) {
-                            let mut t = 0;
-                            if let Some(x4) = x4 {
-                                while t + 4 <= tokens {
-                                    let at =
-                                        |i: usize| &acts[(t + i) * act_row..(t + i + 1) * act_row];
-                                    s += x4(COLS, r, [at(0), at(1), at(2), at(3)])
-                                        .iter()
-                                        .sum::<f32>();
-                                    t += 4;
-                                }
-                            }
-                            for t in t..tokens {
-                                s += dot(COLS, r, &acts[t * act_row..(t + 1) * act_row]);
+                    for g in rows_of.chunks(t.max_tokens) {
+                        let mut p = vec![0u32; (t.group_words)(COLS, g.len())];
+                        (t.prepare)(COLS, g, &mut p);
+                        for tile in tiles.chunks_exact(tb) {
+                            let o = &mut local[..g.len() * t.rows];
+                            if g.len() == 1 {
+                                (t.gemv)(COLS, tile, &p, o);
+                            } else {
+                                (t.gemm)(COLS, tile, &p, g.len(), o);
                             }
                         }
-                        black_box(s);
-                    })
+                    }
+                    black_box(&local);
+                })
+            }
+            None => best_of(reps * 10, || {
+                let mut s = 0f32;
+                for r in hot.chunks_exact(rb) {
+                    for t in 0..tokens {
+                        s += dot(COLS, r, &acts[t * act_row..(t + 1) * act_row]);
+                    }
                 }
-            },
+                black_box(s);
+            }),
         };
         2.0 * (hot_rows * COLS * tokens) as f64 / t / 1e9
     });
@@ -307,13 +302,8 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
         flops / t / 1e9
     };
     let mm = measure("mm", || mm_with(k));
-    let mm_x4 = if k.gemm(ty).is_some() && k.vec_dot_x4(ty).is_some() {
-        measure("mm", || mm_with(&k.without_gemm()))
-    } else {
-        f64::NAN
-    };
-    let mm_single = if k.gemm(ty).is_some() || k.vec_dot_x4(ty).is_some() {
-        measure("mm", || mm_with(&k.without_batch_kernels()))
+    let mm_single = if tk.is_some() {
+        measure("mm", || mm_with(&k.without_tiles()))
     } else {
         mm
     };
@@ -323,7 +313,6 @@ fn run(k: &Kernels, ty: GgmlType, mats: &[Vec<u8>], reps: usize) -> Row {
         mv,
         mm_hot,
         mm,
-        mm_x4,
         mm_single,
     }
 }
@@ -363,7 +352,7 @@ fn main() {
     }
     println!("best of many short runs (reps {reps}); ratios against scalar in the same run");
     println!(
-        "{:<5} {:<7} {:>15} {:>15} {:>15} {:>16} {:>16} {:>7} {:>7}",
+        "{:<5} {:<7} {:>15} {:>15} {:>15} {:>16} {:>16} {:>7}",
         "type",
         "path",
         "mv hot GB/s",
@@ -371,8 +360,7 @@ fn main() {
         "mv GB/s",
         "mm hot GFLOP/s",
         "mm64 GFLOP/s",
-        "x4",
-        "1"
+        "rows"
     );
     let rows = 10240;
     let mut rng = Rng(1);
@@ -393,7 +381,7 @@ fn main() {
             };
             let b = base.as_ref();
             println!(
-                "{:<5} {:<7} {:>15} {:>15} {:>15} {:>16} {:>16} {:>7.1} {:>7.1}",
+                "{:<5} {:<7} {:>15} {:>15} {:>15} {:>16} {:>16} {:>7.1}",
                 ty.name(),
                 isa.name(),
                 ratio(r.mv_hot, b.map(|b| b.mv_hot)),
@@ -401,7 +389,6 @@ fn main() {
                 ratio(r.mv, b.map(|b| b.mv)),
                 ratio(r.mm_hot, b.map(|b| b.mm_hot)),
                 ratio(r.mm, b.map(|b| b.mm)),
-                r.mm_x4,
                 r.mm_single,
             );
             if isa == Isa::Scalar {

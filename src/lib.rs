@@ -8,4 +8,6 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 pub mod sample;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tokenizer;

@@ -14,6 +14,9 @@
 pub mod arm;
 pub mod matmul;
 pub mod scalar;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod tile;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -65,35 +68,40 @@ pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// Quantizes one row of activations into the bytes of an activation type.
 pub type QuantizeActFn = fn(x: &[f32], out: &mut [u8]);
 
-/// Prepares a batch of `tokens` activation rows (back to back in `a`, each of `n`
-/// elements in the weights' [`act_type`]) for [`GemmFn`]: a layout private to the path.
-pub type GemmPrepFn = fn(n: usize, a: &[u8], tokens: usize) -> Vec<u32>;
-
-/// `rows` weight rows (back to back in `w`) times a prepared batch of `tokens`
-/// activation rows: `out[r * tokens + t]` ≈ `vec_dot(n, w_r, a_t)`, equal to it within
-/// the path's tolerance (the same exact integer sums, scaled and added in another
-/// order), not bit for bit.
-pub type GemmFn =
-    fn(n: usize, w: &[u8], rows: usize, prepared: &[u32], tokens: usize, out: &mut [f32]);
-
-/// One weight row `w` dotted with four activation rows at once (each weight block is
-/// read once per four tokens): `[vec_dot(n, w, a[0]), ..., vec_dot(n, w, a[3])]`,
-/// bit for bit.
-pub type VecDotX4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
-
-/// A path's kernel for weights repacked at load time into tiles of `tile_rows` rows
-/// (a layout private to the path). `gemm` has [`GemmFn`]'s contract with `w` the tiles
-/// holding the rows; `prepare` lays out the activations for it.
+/// A path's kernels for weights repacked at load into tiles of `rows` rows (see
+/// [`tile`]): one tile times a group of tokens at a time.
 #[derive(Clone, Copy)]
-pub struct PackedKernel {
-    pub tile_rows: usize,
-    /// Bytes of one tile of rows of `cols` elements (a multiple of 64).
+pub struct TileKernel {
+    /// Rows per tile.
+    pub rows: usize,
+    /// Tokens per full group (see [`tile::token_groups`]).
+    pub max_tokens: usize,
+    /// Rows must be a multiple of this many elements (F16 tiles take 8 columns).
+    pub cols_multiple: usize,
+    /// Bytes of one tile of rows of `cols` elements.
     pub tile_bytes: fn(cols: usize) -> usize,
-    /// Packs `rows` (at most `tile_rows`) rows of `cols` elements, back to back in
-    /// their file type, into one tile of `tile_bytes(cols)` bytes.
+    /// Packs `rows` (at most [`TileKernel::rows`]) rows of `cols` elements, back to
+    /// back in their file type, into one tile of `tile_bytes(cols)` bytes.
     pub pack: fn(cols: usize, w: &[u8], rows: usize, out: &mut [u8]),
-    pub prepare: GemmPrepFn,
-    pub gemm: GemmFn,
+    /// Words [`TileKernel::prepare`] writes for a group of `n` tokens.
+    pub group_words: fn(cols: usize, n: usize) -> usize,
+    /// Lays out a group of tokens' activation rows (each in the weights'
+    /// [`act_type`]) for [`TileKernel::gemv`] (one token) or [`TileKernel::gemm`].
+    pub prepare: fn(cols: usize, rows: &[&[u8]], out: &mut [u32]),
+    /// One tile times one prepared token: `out[r]`, `r < rows`.
+    pub gemv: fn(cols: usize, tile: &[u8], group: &[u32], out: &mut [f32]),
+    /// One tile times a prepared group of `n` tokens: `out[t * rows + r]`.
+    pub gemm: fn(cols: usize, tile: &[u8], group: &[u32], n: usize, out: &mut [f32]),
+}
+
+/// What a path computes a weight type with: one record per type in the table.
+#[derive(Clone, Copy)]
+pub struct TypeKernels {
+    /// One row (in the file's layout) times one activation row: the reference
+    /// semantics, used where weights are not repacked (and for attention's rows).
+    pub vec_dot: VecDotFn,
+    /// The packed-tile kernels, for the types the path repacks.
+    pub tiles: Option<TileKernel>,
 }
 
 /// `y += a·x` over f32 rows of equal length (attention's weighted sum of values). SIMD
@@ -115,70 +123,42 @@ pub enum KernelError {
 #[derive(Clone)]
 pub struct Kernels {
     pub isa: Isa,
-    vec_dot: fn(GgmlType) -> Option<VecDotFn>,
+    types: fn(GgmlType) -> Option<TypeKernels>,
     quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
-    vec_dot_x4: fn(GgmlType) -> Option<VecDotX4Fn>,
-    gemm: fn(GgmlType) -> Option<(GemmPrepFn, GemmFn)>,
-    packed: fn(GgmlType) -> Option<PackedKernel>,
+    /// Tiles disabled (tests, benchmarks): every product goes row by row.
+    rows_only: bool,
     pub axpy: AxpyFn,
 }
 
-/// No four-row kernels: callers loop [`Kernels::vec_dot`].
-fn no_x4(_: GgmlType) -> Option<VecDotX4Fn> {
-    None
-}
-
-/// No packed weights: matmul reads them from the file as they are.
-fn no_packed(_: GgmlType) -> Option<PackedKernel> {
-    None
-}
-
-/// No batch kernels: callers use the four-row or single-row kernels.
-fn no_gemm(_: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
-    None
-}
-
 impl Kernels {
-    /// The dot product of `ty` weights with their activations, or an error for types
-    /// phiq cannot compute with.
-    pub fn vec_dot(&self, ty: GgmlType) -> Result<VecDotFn, KernelError> {
-        (self.vec_dot)(ty).ok_or(KernelError::NoKernel(ty))
-    }
-
-    /// The four-row kernel of `ty` weights, if this path has one; without it, callers
-    /// loop [`Kernels::vec_dot`] (the same results: the four-row kernels are bit-exact).
-    pub fn vec_dot_x4(&self, ty: GgmlType) -> Option<VecDotX4Fn> {
-        (self.vec_dot_x4)(ty)
-    }
-
-    /// The batch kernel of `ty` weights (its activation preparation and its product),
-    /// if this path has one. Matmul uses it for every batch, a single token included.
-    pub fn gemm(&self, ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
-        (self.gemm)(ty)
-    }
-
-    /// This table without its batch and four-row kernels: matmul then loops the
-    /// single-row dot for every token (for benchmarks and tests).
-    pub fn without_batch_kernels(&self) -> Kernels {
-        Kernels {
-            vec_dot_x4: no_x4,
-            gemm: no_gemm,
-            packed: no_packed,
-            ..self.clone()
+    /// The record of `ty` weights, or an error for types phiq cannot compute with.
+    pub fn kernel(&self, ty: GgmlType) -> Result<TypeKernels, KernelError> {
+        let mut k = (self.types)(ty).ok_or(KernelError::NoKernel(ty))?;
+        if self.rows_only {
+            k.tiles = None;
         }
+        Ok(k)
     }
 
-    /// The packed-weight kernel of `ty` weights, if this path repacks them at load.
-    pub fn packed(&self, ty: GgmlType) -> Option<PackedKernel> {
-        (self.packed)(ty)
+    /// The dot product of `ty` weights with their activations.
+    pub fn vec_dot(&self, ty: GgmlType) -> Result<VecDotFn, KernelError> {
+        Ok(self.kernel(ty)?.vec_dot)
     }
 
-    /// This table without its batch kernels: matmul then uses the four-row kernels
-    /// (for benchmarks and tests).
-    pub fn without_gemm(&self) -> Kernels {
+    /// The packed-tile kernels of `ty` weights in rows of `cols`, if this path
+    /// repacks them.
+    pub fn tiles(&self, ty: GgmlType, cols: usize) -> Option<TileKernel> {
+        self.kernel(ty)
+            .ok()?
+            .tiles
+            .filter(|t| cols.is_multiple_of(t.cols_multiple))
+    }
+
+    /// This table without its tile kernels: matmul then loops the row dot for every
+    /// token (for benchmarks and tests).
+    pub fn without_tiles(&self) -> Kernels {
         Kernels {
-            gemm: no_gemm,
-            packed: no_packed,
+            rows_only: true,
             ..self.clone()
         }
     }
@@ -188,15 +168,18 @@ impl Kernels {
         (self.quantize_act)(act).ok_or(KernelError::NoKernel(act))
     }
 
-    /// The portable reference path.
+    /// The portable reference path: row dots only.
     pub fn scalar() -> Kernels {
         Kernels {
             isa: Isa::Scalar,
-            vec_dot: scalar::vec_dot,
+            types: |ty| {
+                Some(TypeKernels {
+                    vec_dot: scalar::vec_dot(ty)?,
+                    tiles: None,
+                })
+            },
             quantize_act: scalar::quantize_act,
-            vec_dot_x4: no_x4,
-            gemm: no_gemm,
-            packed: no_packed,
+            rows_only: false,
             axpy: scalar::axpy,
         }
     }
@@ -206,42 +189,17 @@ impl Kernels {
     #[allow(dead_code)]
     pub(crate) fn simd(
         isa: Isa,
-        vec_dot: fn(GgmlType) -> Option<VecDotFn>,
+        types: fn(GgmlType) -> Option<TypeKernels>,
         quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
+        axpy: AxpyFn,
     ) -> Kernels {
         Kernels {
             isa,
-            vec_dot,
+            types,
             quantize_act,
-            vec_dot_x4: no_x4,
-            gemm: no_gemm,
-            packed: no_packed,
-            axpy: scalar::axpy,
+            rows_only: false,
+            axpy,
         }
-    }
-
-    /// Adds an f32 `y += a·x` to a SIMD table.
-    #[allow(dead_code)]
-    pub(crate) fn with_axpy(self, axpy: AxpyFn) -> Kernels {
-        Kernels { axpy, ..self }
-    }
-
-    /// Adds packed-weight kernels to a SIMD table.
-    #[allow(dead_code)]
-    pub(crate) fn with_packed(self, packed: fn(GgmlType) -> Option<PackedKernel>) -> Kernels {
-        Kernels { packed, ..self }
-    }
-
-    /// Adds four-row kernels to a SIMD table.
-    #[allow(dead_code)]
-    pub(crate) fn with_vec_dot_x4(self, vec_dot_x4: fn(GgmlType) -> Option<VecDotX4Fn>) -> Kernels {
-        Kernels { vec_dot_x4, ..self }
-    }
-
-    /// Adds batch kernels to a SIMD table.
-    #[allow(dead_code)]
-    pub(crate) fn with_gemm(self, gemm: fn(GgmlType) -> Option<(GemmPrepFn, GemmFn)>) -> Kernels {
-        Kernels { gemm, ..self }
     }
 
     /// The paths this CPU can run, best last.
@@ -329,44 +287,4 @@ impl Clone for KernelError {
 }
 
 #[cfg(test)]
-mod axpy_tests {
-    use super::*;
-
-    /// Every path this CPU runs against the scalar `y += a·x`: lengths around every
-    /// vector width (and an attention row of 80), zeros, signs, large magnitudes.
-    /// A fused multiply-add rounds once where the reference rounds twice, so each
-    /// element may differ by an ulp of the terms' size.
-    #[test]
-    fn axpy_matches_scalar_on_every_path() {
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-        };
-        for isa in Kernels::available() {
-            let k = Kernels::for_isa(isa).unwrap();
-            for n in (0..=100).chain([160, 2560]) {
-                for scale in [0.0f32, 1.0, 1e-30, 1e18] {
-                    let x: Vec<f32> = (0..n).map(|_| next() * scale).collect();
-                    let y0: Vec<f32> = (0..n).map(|_| next() * scale).collect();
-                    let a = next() * 3.0;
-                    let (mut got, mut want) = (y0.clone(), y0.clone());
-                    (k.axpy)(a, &x, &mut got);
-                    scalar::axpy(a, &x, &mut want);
-                    for i in 0..n {
-                        let tol = 2.0 * f32::EPSILON * ((a * x[i]).abs() + y0[i].abs());
-                        assert!(
-                            (got[i] - want[i]).abs() <= tol,
-                            "{}: n {n} scale {scale} element {i}: {} vs {}",
-                            isa.name(),
-                            got[i],
-                            want[i]
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

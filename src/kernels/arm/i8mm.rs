@@ -1,38 +1,36 @@
-//! The `i8mm` path's batch kernels (FEAT_I8MM: Neoverse V1/N2, Cortex-A510/A710+,
-//! Apple M2+): `smmla` multiplies a 2×8 block of i8 by an 8×2 one into a 2×2 block of
-//! i32, 32 products per instruction where `sdot` gives 16. That needs two weight
-//! rows and two tokens at once, so it serves prompts (matmul's batch kernel); a
-//! single token keeps the dotprod dot product. Stable Rust gates `vmmlaq_s32`, so
-//! `smmla` is written with `asm!`.
+//! The i8mm tile engine (FEAT_I8MM: Neoverse V1/N2, Cortex-A510/A710+, Apple M2+):
+//! `smmla` multiplies a 2×8 block of i8 by an 8×2 one into a 2×2 block of i32, 32
+//! products per instruction where `sdot` gives 16. It reads the same 4-row tiles as
+//! the other aarch64 engines: two code vectors zipped by words give two rows × eight
+//! codes, and the prepared activations of a token pair are interleaved the same way
+//! (see `tile::prepare_group`). Stable Rust gates `vmmlaq_s32`, so `smmla` is
+//! written with `asm!`.
 //!
-//! Q4_0 and Q8_0 weights (both meet Q8_0 activations). Activations are prepared once
-//! per matmul in groups of 8 tokens, as 4 pairs: per block and pair, four vectors
-//! `[t0 elements 8k..8k+8 | t1 elements 8k..8k+8]`, then the 8 tokens' scales. Each
-//! weight block of two rows is decoded once and multiplied with the 4 pairs.
-//!
-//! The integer sums are exact; the scaling by `dx·dy` and the accumulation run in
-//! another order than the dot product's, so results equal it within the tests'
-//! tolerance, not bit for bit.
+//! An accumulator `k = 2p + h` holds token pair `p` and rows `2h`, `2h + 1`, lanes
+//! `[r₂ₕ·t₂ₚ, r₂ₕ·t₂ₚ₊₁, r₂ₕ₊₁·t₂ₚ, r₂ₕ₊₁·t₂ₚ₊₁]`; per-row values are kept as the two
+//! vectors `[r₀, r₀, r₁, r₁]`, `[r₂, r₂, r₃, r₃]`. A single token (generation) is the
+//! dotprod engine's: `smmla` would waste half its products.
 
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::common::{f16_at, ld_s8, ld_u8};
+use half::f16;
 
-/// Token pairs per prepared group.
-const PAIRS: usize = 4;
-/// Words of one prepared block of a group: 4 pairs x 4 vectors, then 8 scales.
-const GROUP_WORDS: usize = PAIRS * 16 + 2 * PAIRS;
-const Q8_0: usize = 34;
-const Q4_0: usize = 18;
+use super::I8mm;
+use super::engine::{bytes4, f16x4, load, shift_mask};
+use crate::kernels::tile::layout::Lanes;
+use crate::kernels::tile::{Engine, Format, mul_tile};
+
+/// Tokens per full group (two pairs).
+pub(super) const TOKENS: usize = 4;
 
 /// `acc` plus the 2×2 block of dots of the two 8-byte rows of `a` with those of `b`:
 /// lanes `[a0·b0, a0·b1, a1·b0, a1·b1]`.
 #[target_feature(enable = "neon,i8mm")]
 #[inline]
 fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    // SAFETY: this function's own `target_feature` says the CPU has SMMLA (callers are
-    // reached only after detection); the instruction touches no memory.
+    // SAFETY: this function's own `target_feature` says the CPU has SMMLA; the
+    // instruction touches no memory.
     unsafe {
         asm!("smmla {0:v}.4s, {1:v}.16b, {2:v}.16b",
             inout(vreg) acc, in(vreg) a, in(vreg) b, options(pure, nomem, nostack))
@@ -40,215 +38,273 @@ fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     acc
 }
 
-/// Lays out Q8_0 activation rows for the batch kernels. One token is kept as it is
-/// (the dot product reads it); a batch goes in groups of 8, the last padded with zero
-/// tokens (scale 0).
-pub(super) fn prepare(n: usize, a: &[u8], tokens: usize) -> Vec<u32> {
-    let nb = n / 32;
-    let row = nb * Q8_0;
-    let a = &a[..row * tokens];
-    let words = |b: &[u8]| -> Vec<u32> {
-        b.chunks(4)
-            .map(|c| {
-                let mut w = [0u8; 4];
-                w[..c.len()].copy_from_slice(c);
-                u32::from_le_bytes(w)
-            })
-            .collect()
-    };
-    if tokens == 1 {
-        return words(a);
-    }
-    let groups = tokens.div_ceil(2 * PAIRS);
-    let mut out = vec![0u32; groups * nb * GROUP_WORDS];
-    for t in 0..tokens {
-        let (g, pair, side) = (t / (2 * PAIRS), t % (2 * PAIRS) / 2, t % 2);
-        for b in 0..nb {
-            let y = &a[t * row + b * Q8_0..t * row + (b + 1) * Q8_0];
-            let p = &mut out[(g * nb + b) * GROUP_WORDS..(g * nb + b + 1) * GROUP_WORDS];
-            for k in 0..4 {
-                let at = pair * 16 + k * 4 + side * 2;
-                let src = &y[2 + 8 * k..10 + 8 * k];
-                p[at] = u32::from_le_bytes(src[..4].try_into().unwrap());
-                p[at + 1] = u32::from_le_bytes(src[4..].try_into().unwrap());
-            }
-            let d = half::f16::from_le_bytes([y[0], y[1]]).to_f32();
-            p[PAIRS * 16 + t % (2 * PAIRS)] = d.to_bits();
-        }
-    }
-    out
+/// `[r0, r0, r1, r1]` and `[r2, r2, r3, r3]` of four per-row lanes.
+#[inline(always)]
+fn pairs_i(v: int32x4_t) -> [int32x4_t; 2] {
+    // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+    // the references they are given.
+    unsafe { [vzip1q_s32(v, v), vzip2q_s32(v, v)] }
 }
 
-/// Rows `r` and `r + 1` times one prepared group: per pair, lanes
-/// `[r·t0, r·t1, (r+1)·t0, (r+1)·t1]`. `decode` gives two weight blocks' 32 codes
-/// each as i8 in element order (`[r0 0..16, r0 16..32, r1 0..16, r1 16..32]`) and
-/// their scales.
-#[target_feature(enable = "neon,i8mm")]
-#[inline]
-fn pair_rows<const W: usize>(
-    x0: &[[u8; W]],
-    x1: &[[u8; W]],
-    p: &[u32],
-    decode: &impl Fn(&[u8; W], &[u8; W]) -> ([int8x16_t; 4], [f32; 2]),
-) -> [float32x4_t; PAIRS] {
-    let mut acc = [vdupq_n_f32(0.0); PAIRS];
-    for ((b0, b1), pb) in x0.iter().zip(x1).zip(p.chunks_exact(GROUP_WORDS)) {
-        let (w, d) = decode(b0, b1);
-        // [r0 0..8 | r1 0..8], [r0 8..16 | r1 8..16], ... as `smmla`'s left operand.
-        let wz = |lo: int8x16_t, hi: int8x16_t, second: bool| -> int8x16_t {
-            let (l, h) = (vreinterpretq_s64_s8(lo), vreinterpretq_s64_s8(hi));
-            vreinterpretq_s8_s64(if second {
-                vzip2q_s64(l, h)
-            } else {
-                vzip1q_s64(l, h)
-            })
-        };
-        let lhs = [
-            wz(w[0], w[2], false),
-            wz(w[0], w[2], true),
-            wz(w[1], w[3], false),
-            wz(w[1], w[3], true),
-        ];
-        let dy = &pb[PAIRS * 16..];
-        for (pair, acc) in acc.iter_mut().enumerate() {
-            let mut isum = vdupq_n_s32(0);
-            for (k, l) in lhs.iter().enumerate() {
-                let at = pair * 16 + k * 4;
-                let words: &[u32; 4] = pb[at..at + 4].try_into().unwrap();
-                // SAFETY: `words` is 16 readable bytes; LD1 has no alignment requirement.
-                let a = unsafe { vld1q_s8(words.as_ptr().cast()) };
-                isum = smmla(isum, *l, a);
-            }
-            let (y0, y1) = (
-                f32::from_bits(dy[2 * pair]),
-                f32::from_bits(dy[2 * pair + 1]),
-            );
-            let s = [d[0] * y0, d[0] * y1, d[1] * y0, d[1] * y1];
-            // SAFETY: `s` is four readable f32.
-            let s = unsafe { vld1q_f32(s.as_ptr()) };
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum), s);
-        }
-    }
-    acc
+#[inline(always)]
+fn pairs_f(v: float32x4_t) -> [float32x4_t; 2] {
+    // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+    // the references they are given.
+    unsafe { [vzip1q_f32(v, v), vzip2q_f32(v, v)] }
 }
 
-/// `out[r * tokens + t]` for `rows` rows of blocks of `W` bytes and a prepared batch.
-#[target_feature(enable = "neon,i8mm")]
-#[inline]
-fn gemm<const W: usize>(
-    n: usize,
-    w: &[u8],
-    rows: usize,
-    p: &[u32],
-    tokens: usize,
-    out: &mut [f32],
-    decode: impl Fn(&[u8; W], &[u8; W]) -> ([int8x16_t; 4], [f32; 2]),
-) {
-    let nb = n / 32;
-    let rb = nb * W;
-    assert!(w.len() == rows * rb && out.len() == rows * tokens && tokens >= 2);
-    assert_eq!(
-        p.len(),
-        tokens.div_ceil(2 * PAIRS) * nb * GROUP_WORDS,
-        "prepared batch"
-    );
-    let blocks = |r: usize| -> &[[u8; W]] {
-        let (b, rest) = w[r * rb..(r + 1) * rb].as_chunks::<W>();
-        debug_assert!(rest.is_empty());
-        b
-    };
-    for r in (0..rows).step_by(2) {
-        // An odd last row is paired with itself; its copy is not stored.
-        let r1 = (r + 1).min(rows - 1);
-        for (g, pg) in p.chunks_exact(nb * GROUP_WORDS).enumerate() {
-            let acc = pair_rows(blocks(r), blocks(r1), pg, &decode);
-            for (pair, v) in acc.iter().enumerate() {
-                let mut lanes = [0f32; 4];
-                // SAFETY: `lanes` is four writable f32.
-                unsafe { vst1q_f32(lanes.as_mut_ptr(), *v) };
-                for (i, &x) in lanes.iter().enumerate() {
-                    let (row, t) = (r + i / 2, g * 2 * PAIRS + 2 * pair + i % 2);
-                    if row < rows && (i < 2 || r1 != r) && t < tokens {
-                        out[row * tokens + t] = x;
+/// `[t₂ₚ, t₂ₚ₊₁, t₂ₚ, t₂ₚ₊₁]` of per-token values.
+#[inline(always)]
+fn pair_tokens_f<const T: usize>(v: &[f32; T], p: usize) -> float32x4_t {
+    // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+    // the references they are given.
+    unsafe {
+        let x = [v[2 * p], v[2 * p + 1], v[2 * p], v[2 * p + 1]];
+        vld1q_f32(x.as_ptr())
+    }
+}
+
+#[inline(always)]
+fn pair_tokens_i<const T: usize>(v: &[i32; T], p: usize) -> int32x4_t {
+    // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+    // the references they are given.
+    unsafe {
+        let x = [v[2 * p], v[2 * p + 1], v[2 * p], v[2 * p + 1]];
+        vld1q_s32(x.as_ptr())
+    }
+}
+
+// SAFETY: an `I8mm` exists only after detecting FEAT_I8MM (and FEAT_DotProd); every
+// other intrinsic is base Advanced SIMD.
+unsafe impl Engine<4> for I8mm {
+    type V = int8x16_t;
+    type I = int32x4_t;
+    type F = float32x4_t;
+    type RowsI = [int32x4_t; 2];
+    type RowsF = [float32x4_t; 2];
+
+    const CENTERS: bool = true;
+    const PAIRED: bool = true;
+    const Q8_OFFSET: i32 = 0;
+
+    #[inline(always)]
+    fn load(self, v: &Lanes<4>) -> int8x16_t {
+        load(v)
+    }
+
+    #[inline(always)]
+    fn shift_mask(self, v: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
+        shift_mask(v, shift, mask)
+    }
+
+    #[inline(always)]
+    fn or(self, a: int8x16_t, b: int8x16_t) -> int8x16_t {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe { vorrq_s8(a, b) }
+    }
+
+    #[inline(always)]
+    fn sub(self, v: int8x16_t, k: u8) -> int8x16_t {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe { vsubq_s8(v, vdupq_n_s8(k as i8)) }
+    }
+
+    #[inline(always)]
+    fn q8_codes(self, v: int8x16_t) -> int8x16_t {
+        v
+    }
+
+    #[inline(always)]
+    fn dots<const N: usize, const T: usize>(
+        self,
+        init: [int32x4_t; T],
+        codes: &[int8x16_t; N],
+        words: &[u32],
+        w: usize,
+        w0: usize,
+        _bound: i32,
+    ) -> [int32x4_t; T] {
+        // SAFETY: `self` is an `I8mm`, made only by detecting FEAT_I8MM, which `smmla`
+        // needs; the loads read the four words `a` refers to.
+        unsafe {
+            const { assert!(N.is_multiple_of(2) && T.is_multiple_of(2)) };
+            let mut acc = init;
+            for (q, c) in codes.chunks_exact(2).enumerate() {
+                let (c0, c1) = (vreinterpretq_s32_s8(c[0]), vreinterpretq_s32_s8(c[1]));
+                let rows =
+                    [vzip1q_s32(c0, c1), vzip2q_s32(c0, c1)].map(|v| vreinterpretq_s8_s32(v));
+                for p in 0..T / 2 {
+                    let at = p * 2 * w + (w0 / 2 + q) * 4;
+                    let a: &[u32; 4] = words[at..at + 4].try_into().unwrap();
+                    let a = vreinterpretq_s8_u32(vld1q_u32(a.as_ptr()));
+                    for h in 0..2 {
+                        acc[2 * p + h] = smmla(acc[2 * p + h], rows[h], a);
                     }
                 }
             }
+            acc
+        }
+    }
+
+    #[inline(always)]
+    fn dots_q8<const N: usize, const T: usize>(
+        self,
+        init: [int32x4_t; T],
+        codes: &[int8x16_t; N],
+        words: &[u32],
+        w: usize,
+        w0: usize,
+    ) -> [int32x4_t; T] {
+        self.dots(init, codes, words, w, w0, 128)
+    }
+
+    #[inline(always)]
+    fn zero_i<const T: usize>(self) -> [int32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe { [vdupq_n_s32(0); T] }
+    }
+
+    #[inline(always)]
+    fn splat_tokens<const T: usize>(self, v: &[i32; T]) -> [int32x4_t; T] {
+        core::array::from_fn(|k| pair_tokens_i(v, k / 2))
+    }
+
+    #[inline(always)]
+    fn mla_rows<const T: usize>(
+        self,
+        acc: [int32x4_t; T],
+        x: [int32x4_t; T],
+        rows: [int32x4_t; 2],
+    ) -> [int32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe { core::array::from_fn(|k| vmlaq_s32(acc[k], x[k], rows[k % 2])) }
+    }
+
+    #[inline(always)]
+    fn mla_outer<const T: usize>(
+        self,
+        acc: [int32x4_t; T],
+        rows: [int32x4_t; 2],
+        tokens: &[i32; T],
+    ) -> [int32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe {
+            core::array::from_fn(|k| vmlaq_s32(acc[k], rows[k % 2], pair_tokens_i(tokens, k / 2)))
+        }
+    }
+
+    #[inline(always)]
+    fn rows_u8(self, b: &[u8; 4]) -> [int32x4_t; 2] {
+        pairs_i(bytes4(*b, false))
+    }
+
+    #[inline(always)]
+    fn rows_i8(self, b: &[i8; 4]) -> [int32x4_t; 2] {
+        pairs_i(bytes4(bytemuck::cast(*b), true))
+    }
+
+    #[inline(always)]
+    fn rows_f16(self, b: &[f16; 4]) -> [float32x4_t; 2] {
+        pairs_f(f16x4(b))
+    }
+
+    #[inline(always)]
+    fn rows_f32(self, b: &[f32; 4]) -> [float32x4_t; 2] {
+        // SAFETY: `b` is four readable floats.
+        pairs_f(unsafe { vld1q_f32(b.as_ptr()) })
+    }
+
+    #[inline(always)]
+    fn zero_f<const T: usize>(self) -> [float32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe { [vdupq_n_f32(0.0); T] }
+    }
+
+    #[inline(always)]
+    fn fma_scaled<const T: usize>(
+        self,
+        acc: [float32x4_t; T],
+        x: [int32x4_t; T],
+        rows: [float32x4_t; 2],
+        tokens: &[f32; T],
+    ) -> [float32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe {
+            core::array::from_fn(|k| {
+                let s = vmulq_f32(rows[k % 2], pair_tokens_f(tokens, k / 2));
+                vfmaq_f32(acc[k], vcvtq_f32_s32(x[k]), s)
+            })
+        }
+    }
+
+    #[inline(always)]
+    fn fma_outer<const T: usize>(
+        self,
+        acc: [float32x4_t; T],
+        rows: [float32x4_t; 2],
+        tokens: &[f32; T],
+    ) -> [float32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe {
+            core::array::from_fn(|k| vfmaq_f32(acc[k], rows[k % 2], pair_tokens_f(tokens, k / 2)))
+        }
+    }
+
+    #[inline(always)]
+    fn add_f<const T: usize>(self, a: [float32x4_t; T], b: [float32x4_t; T]) -> [float32x4_t; T] {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe { core::array::from_fn(|t| vaddq_f32(a[t], b[t])) }
+    }
+
+    #[inline(always)]
+    fn store<const T: usize>(self, acc: &[float32x4_t; T], out: &mut [f32]) {
+        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+        // the references they are given.
+        unsafe {
+            for (k, v) in acc.iter().enumerate() {
+                let (p, h) = (k / 2, k % 2);
+                let mut l = [0f32; 4];
+                {
+                    vst1q_f32(l.as_mut_ptr(), *v)
+                };
+                let (r, t) = (2 * h, 2 * p);
+                out[t * 4 + r] = l[0];
+                out[(t + 1) * 4 + r] = l[1];
+                out[t * 4 + r + 1] = l[2];
+                out[(t + 1) * 4 + r + 1] = l[3];
+            }
         }
     }
 }
 
-#[target_feature(enable = "neon,i8mm")]
-#[inline]
-fn decode_q4_0(b0: &[u8; Q4_0], b1: &[u8; Q4_0]) -> ([int8x16_t; 4], [f32; 2]) {
-    let eight = vdupq_n_s8(8);
-    let codes = |b: &[u8; Q4_0]| {
-        let q = ld_u8(b, 2);
-        let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
-        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
-        (vsubq_s8(lo, eight), vsubq_s8(hi, eight))
-    };
-    let ((a0, a1), (c0, c1)) = (codes(b0), codes(b1));
-    ([a0, a1, c0, c1], [f16_at(b0, 0), f16_at(b1, 0)])
-}
-
-#[target_feature(enable = "neon,i8mm")]
-#[inline]
-fn decode_q8_0(b0: &[u8; Q8_0], b1: &[u8; Q8_0]) -> ([int8x16_t; 4], [f32; 2]) {
-    (
-        [ld_s8(b0, 2), ld_s8(b0, 18), ld_s8(b1, 2), ld_s8(b1, 18)],
-        [f16_at(b0, 0), f16_at(b1, 0)],
-    )
-}
-
-/// Q4_0 weights: one token through the dotprod dot, a batch through `smmla`.
 #[target_feature(enable = "neon,dotprod,i8mm")]
-pub(super) fn gemm_q4_0(
-    n: usize,
-    w: &[u8],
-    rows: usize,
-    p: &[u32],
-    tokens: usize,
-    out: &mut [f32],
-) {
-    if tokens == 1 {
-        return one_token(n, w, rows, p, out, super::dotprod::q4_0, Q4_0);
-    }
-    gemm::<Q4_0>(n, w, rows, p, tokens, out, |a, b| decode_q4_0(a, b));
+fn mul<F: Format, const T: usize>(e: I8mm, tile: &[u8], group: &[u32], out: &mut [f32]) {
+    mul_tile::<F, I8mm, 4, T>(e, tile, group, out)
 }
 
-/// Q8_0 weights: as Q4_0.
-#[target_feature(enable = "neon,dotprod,i8mm")]
-pub(super) fn gemm_q8_0(
+/// One tile of 4 rows times a prepared group of `n` tokens (4 or 2), `smmla`.
+pub(super) fn gemm_i8mm_4x4<F: Format>(
+    _c: usize,
+    tile: &[u8],
+    group: &[u32],
     n: usize,
-    w: &[u8],
-    rows: usize,
-    p: &[u32],
-    tokens: usize,
     out: &mut [f32],
 ) {
-    if tokens == 1 {
-        return one_token(n, w, rows, p, out, super::dotprod::q8_0, Q8_0);
-    }
-    gemm::<Q8_0>(n, w, rows, p, tokens, out, |a, b| decode_q8_0(a, b));
-}
-
-/// One token: the dot product per row, with the activation row kept as it is.
-#[target_feature(enable = "neon,dotprod")]
-fn one_token(
-    n: usize,
-    w: &[u8],
-    rows: usize,
-    p: &[u32],
-    out: &mut [f32],
-    dot: unsafe fn(usize, &[u8], &[u8]) -> f32,
-    block: usize,
-) {
-    let rb = n / 32 * block;
-    let ab = n / 32 * Q8_0;
-    assert!(w.len() == rows * rb && out.len() == rows && p.len() == ab.div_ceil(4));
-    let a = &bytemuck::cast_slice::<u32, u8>(p)[..ab];
-    for (r, o) in out.iter_mut().enumerate() {
-        // SAFETY: this function runs only on CPUs with the dotprod features `dot` needs.
-        *o = unsafe { dot(n, &w[r * rb..(r + 1) * rb], a) };
+    let e = I8mm::get();
+    // SAFETY: `e` exists, so this CPU has FEAT_I8MM and FEAT_DotProd.
+    unsafe {
+        match n {
+            4 => mul::<F, 4>(e, tile, group, out),
+            _ => mul::<F, 2>(e, tile, group, out),
+        }
     }
 }

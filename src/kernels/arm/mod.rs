@@ -19,19 +19,74 @@
 //! sums are grouped (tolerance in `tests.rs`). Other weight types fall back to the
 //! scalar lookup, which has none either.
 //!
-//! i8mm: the dotprod table plus batch kernels for Q4_0 and Q8_0 weights (`i8mm.rs`):
-//! `smmla` computes a 2×2 block of 8-element dots, two weight rows × two tokens, 32
-//! products per instruction where `sdot` gives 16. A single row's dot could use only
-//! the 2×2's diagonal, so one token (generation) keeps the dotprod dot.
+//! Tile kernels (`engine.rs`, `i8mm.rs`; see `kernels::tile`): every quantized type
+//! and F16, repacked at load into 4-row tiles, on every path: NEON with widening
+//! multiplies, dotprod with `sdot`, i8mm with `smmla` for groups of tokens (one token
+//! keeps `sdot`: `smmla` would waste half its products).
+//!
+//! Detection makes a value of [`Neon`], [`Dotprod`] or [`I8mm`], and nothing else
+//! can: those values are the proof every `#[target_feature]` entry point relies on.
 
 mod common;
 mod dotprod;
+mod engine;
 mod i8mm;
 mod kernels;
 mod neon;
 
-use super::{GemmFn, GemmPrepFn, Isa, Kernels};
+use super::tile::{self, Format, PerFormat};
+use super::{Isa, Kernels, TileKernel, TypeKernels, VecDotFn};
 use crate::quant::GgmlType;
+
+/// Proof that this CPU has Advanced SIMD (every aarch64 core).
+#[derive(Clone, Copy)]
+pub struct Neon {
+    _detected: (),
+}
+
+/// Proof that this CPU has FEAT_DotProd (`sdot`).
+#[derive(Clone, Copy)]
+pub struct Dotprod {
+    _detected: (),
+}
+
+/// Proof that this CPU has FEAT_I8MM (`smmla`) and FEAT_DotProd.
+#[derive(Clone, Copy)]
+pub struct I8mm {
+    _detected: (),
+}
+
+impl Neon {
+    pub fn detect() -> Option<Neon> {
+        std::arch::is_aarch64_feature_detected!("neon").then_some(Neon { _detected: () })
+    }
+
+    fn get() -> Neon {
+        Neon::detect().expect("NEON kernels are reached only after detecting NEON")
+    }
+}
+
+impl Dotprod {
+    pub fn detect() -> Option<Dotprod> {
+        let ok = Neon::detect().is_some() && std::arch::is_aarch64_feature_detected!("dotprod");
+        ok.then_some(Dotprod { _detected: () })
+    }
+
+    fn get() -> Dotprod {
+        Dotprod::detect().expect("dotprod kernels are reached only after detecting it")
+    }
+}
+
+impl I8mm {
+    pub fn detect() -> Option<I8mm> {
+        let ok = Dotprod::detect().is_some() && std::arch::is_aarch64_feature_detected!("i8mm");
+        ok.then_some(I8mm { _detected: () })
+    }
+
+    fn get() -> I8mm {
+        I8mm::detect().expect("i8mm kernels are reached only after detecting it")
+    }
+}
 
 pub fn features() -> Vec<(&'static str, bool)> {
     vec![
@@ -48,53 +103,125 @@ pub fn features() -> Vec<(&'static str, bool)> {
 /// SIMD paths this CPU supports, best last.
 pub fn available() -> Vec<Isa> {
     let mut v = Vec::new();
-    if std::arch::is_aarch64_feature_detected!("neon") {
+    if Neon::detect().is_some() {
         v.push(Isa::Neon);
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
-            v.push(Isa::Dotprod);
-            if std::arch::is_aarch64_feature_detected!("i8mm") {
-                v.push(Isa::I8mm);
-            }
-        }
+    }
+    if Dotprod::detect().is_some() {
+        v.push(Isa::Dotprod);
+    }
+    if I8mm::detect().is_some() {
+        v.push(Isa::I8mm);
     }
     v
 }
 
-/// The table of `isa`, if this CPU supports it. This check is what makes the
+/// The table of `isa`, if this CPU supports it. Detection here is what makes the
 /// `#[target_feature]` kernels sound to call: nothing else hands them out.
 pub fn table(isa: Isa) -> Option<Kernels> {
-    if !available().contains(&isa) {
-        return None;
-    }
-    let vec_dot = match isa {
-        Isa::Neon => neon::vec_dot,
-        // i8mm: see the module comment.
-        Isa::Dotprod | Isa::I8mm => dotprod::vec_dot,
+    let types: fn(GgmlType) -> Option<TypeKernels> = match isa {
+        Isa::Neon => {
+            Neon::detect()?;
+            neon_types
+        }
+        Isa::Dotprod => {
+            Dotprod::detect()?;
+            dotprod_types
+        }
+        Isa::I8mm => {
+            I8mm::detect()?;
+            i8mm_types
+        }
         _ => return None,
     };
-    let k = Kernels::simd(isa, vec_dot, common::quantize_act).with_axpy(common::axpy);
-    Some(if isa == Isa::I8mm {
-        k.with_gemm(i8mm_gemm)
-    } else {
-        k
+    Some(Kernels::simd(
+        isa,
+        types,
+        common::quantize_act,
+        common::axpy,
+    ))
+}
+
+/// A 4-row tile kernel record with the given entry points.
+fn tiles_4<F: Format>(
+    gemv: fn(usize, &[u8], &[u32], &mut [f32]),
+    gemm: fn(usize, &[u8], &[u32], usize, &mut [f32]),
+    paired: bool,
+) -> TileKernel {
+    TileKernel {
+        rows: 4,
+        max_tokens: engine::TOKENS,
+        cols_multiple: tile::cols_multiple::<F>(),
+        tile_bytes: tile::tile_bytes_of::<F, 4>,
+        pack: tile::pack_of::<F, 4>,
+        group_words: tile::group_words::<F>,
+        prepare: if paired {
+            tile::prepare_paired::<F>
+        } else {
+            tile::prepare_plain::<F>
+        },
+        gemv,
+        gemm,
+    }
+}
+
+struct NeonTiles;
+impl PerFormat for NeonTiles {
+    type Out = TileKernel;
+    fn call<F: Format>(self) -> TileKernel {
+        tiles_4::<F>(
+            engine::gemv_neon_4x1::<F>,
+            engine::gemm_neon_4x4::<F>,
+            false,
+        )
+    }
+}
+
+struct DotprodTiles;
+impl PerFormat for DotprodTiles {
+    type Out = TileKernel;
+    fn call<F: Format>(self) -> TileKernel {
+        tiles_4::<F>(
+            engine::gemv_dotprod_4x1::<F>,
+            engine::gemm_dotprod_4x4::<F>,
+            false,
+        )
+    }
+}
+
+/// i8mm: `smmla` for groups, `sdot` for one token; F16 is the dotprod path's.
+struct I8mmTiles;
+impl PerFormat for I8mmTiles {
+    type Out = TileKernel;
+    fn call<F: Format>(self) -> TileKernel {
+        if !F::PAIRED_ACTS {
+            return DotprodTiles.call::<F>();
+        }
+        const { assert!(i8mm::TOKENS == engine::TOKENS) };
+        tiles_4::<F>(
+            engine::gemv_dotprod_4x1::<F>,
+            i8mm::gemm_i8mm_4x4::<F>,
+            true,
+        )
+    }
+}
+
+fn record(vec_dot: Option<VecDotFn>, tiles: Option<TileKernel>) -> Option<TypeKernels> {
+    Some(TypeKernels {
+        vec_dot: vec_dot?,
+        tiles,
     })
 }
 
-/// The i8mm path's batch kernels (`smmla`): Q4_0 and Q8_0 weights.
-fn i8mm_gemm(ty: GgmlType) -> Option<(GemmPrepFn, GemmFn)> {
-    let gemm: GemmFn = match ty {
-        GgmlType::Q4_0 => |n, w, r, p, t, o| {
-            // SAFETY: only `table` hands this out, after detecting i8mm (and dotprod,
-            // which the single-token case uses); the kernel checks every length.
-            unsafe { i8mm::gemm_q4_0(n, w, r, p, t, o) }
-        },
-        GgmlType::Q8_0 => |n, w, r, p, t, o| {
-            // SAFETY: as for Q4_0.
-            unsafe { i8mm::gemm_q8_0(n, w, r, p, t, o) }
-        },
-        _ => return None,
-    };
-    Some((i8mm::prepare, gemm))
+fn neon_types(ty: GgmlType) -> Option<TypeKernels> {
+    record(neon::vec_dot(ty), tile::for_type(ty, NeonTiles))
+}
+
+fn dotprod_types(ty: GgmlType) -> Option<TypeKernels> {
+    record(dotprod::vec_dot(ty), tile::for_type(ty, DotprodTiles))
+}
+
+fn i8mm_types(ty: GgmlType) -> Option<TypeKernels> {
+    record(dotprod::vec_dot(ty), tile::for_type(ty, I8mmTiles))
 }
 
 #[cfg(test)]

@@ -19,41 +19,15 @@
 use half::f16;
 
 use super::{available, table};
-use crate::kernels::matmul::{Weight, matmul};
 use crate::kernels::{Isa, KernelError, Kernels, act_type};
 use crate::quant::float::test_support::cos_data;
 use crate::quant::{self, GgmlType};
+use crate::testing::Rng;
 
 use GgmlType::*;
 
 const QUANTIZED: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
 const ALL_TYPES: [GgmlType; 10] = [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
-
-/// Deterministic inputs: SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Roughly normal, from the sum of 12 uniforms.
-    fn normal(&mut self) -> f32 {
-        (0..12).map(|_| self.unit()).sum::<f32>() - 6.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// The SIMD paths under test (all this CPU has), printed so a log shows them.
 fn paths(test: &str) -> Vec<Kernels> {
@@ -145,18 +119,6 @@ fn tolerance(isa: Isa, ty: GgmlType, w: &[u8], a: &[u8]) -> Option<f64> {
     }
     let nb = (w.len() / ty.type_size()) as f64;
     Some((nb + 16.0) * f64::from(f32::EPSILON) * k_magnitude(ty, w, a))
-}
-
-/// How far a batch kernel (whose integer sums are exact, but which scales and adds
-/// them in its own order) may be from the scalar dot: a few roundings of Σ|w·a|.
-fn batch_tolerance(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
-    let nb = (w.len() / ty.type_size()) as f64;
-    let mag: f64 = dequantize(ty, w)
-        .iter()
-        .zip(act_values(act_type(ty), a))
-        .map(|(w, a)| (w * a).abs())
-        .sum();
-    (nb + 16.0) * f64::from(f32::EPSILON) * mag
 }
 
 /// Asserts that `got` (path `isa`) equals the scalar `want` as the module comment says.
@@ -715,159 +677,5 @@ fn short_buffers_panic_instead_of_reading_past_them() {
             let q = k.quantize_act(act).unwrap();
             assert!(std::panic::catch_unwind(move || q(&x, &mut out)).is_err());
         }
-    }
-}
-
-// ---------------------------------------------------------------- matmul
-
-#[test]
-fn matmul_matches_scalar_matmul() {
-    let cols = 512;
-    for k in paths("matmul_matches_scalar_matmul") {
-        for ty in ALL_TYPES {
-            for rows in [37, 3] {
-                let w_rows: Vec<Vec<u8>> = (0..rows)
-                    .map(|r| {
-                        let mut b = vec![0u8; ty.row_bytes(cols as u64).unwrap() as usize];
-                        quant::quantize_row(ty, &cos_data(cols, r as f32 * 0.37), &mut b).unwrap();
-                        b
-                    })
-                    .collect();
-                let data = w_rows.concat();
-                let w = Weight {
-                    packed: None,
-                    ty,
-                    data: &data,
-                    rows,
-                    cols,
-                };
-                let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.25 - 4.0).collect();
-                for n_tokens in [1, 5] {
-                    let x: Vec<f32> = (0..n_tokens * cols)
-                        .map(|i| {
-                            let (t, c) = (i / cols, i % cols);
-                            let v = (c as f32 * 0.7 + t as f32).sin() * (t + 1) as f32;
-                            if c % 32 == 3 {
-                                -4.0 * (t + 1) as f32
-                            } else {
-                                v
-                            }
-                        })
-                        .collect();
-                    for bias in [None, Some(&bias[..])] {
-                        let mut got = vec![f32::NAN; n_tokens * rows];
-                        let mut want = vec![f32::NAN; n_tokens * rows];
-                        matmul(&k, &w, &x, n_tokens, bias, &mut got).unwrap();
-                        matmul(&Kernels::scalar(), &w, &x, n_tokens, bias, &mut want).unwrap();
-                        for t in 0..n_tokens {
-                            let act = act_type(ty);
-                            let mut a = vec![0u8; act.row_bytes(cols as u64).unwrap() as usize];
-                            Kernels::scalar().quantize_act(act).unwrap()(
-                                &x[t * cols..(t + 1) * cols],
-                                &mut a,
-                            );
-                            for r in 0..rows {
-                                let what = format!("rows={rows} t={t}/{n_tokens} r={r}");
-                                let (g, s) = (got[t * rows + r], want[t * rows + r]);
-                                let tol = match k.gemm(ty) {
-                                    // A batch kernel scales in another order.
-                                    Some(_) if n_tokens > 1 => {
-                                        Some(batch_tolerance(ty, &w_rows[r], &a))
-                                    }
-                                    _ => tolerance(k.isa, ty, &w_rows[r], &a),
-                                };
-                                match tol {
-                                    None => assert_eq!(
-                                        g.to_bits(),
-                                        s.to_bits(),
-                                        "{} {ty} {what}: {g} vs {s}",
-                                        k.isa.name()
-                                    ),
-                                    // Both add the bias to their dot: one more rounding.
-                                    Some(tol) => {
-                                        let b = bias.map_or(0.0, |b| b[r]).abs();
-                                        let tol = tol
-                                            + f64::from(f32::EPSILON)
-                                                * (f64::from(s.abs()) + f64::from(b));
-                                        let diff = (f64::from(g) - f64::from(s)).abs();
-                                        assert!(
-                                            diff <= tol,
-                                            "{} {ty} {what}: {g} vs {s}, tolerance {tol}",
-                                            k.isa.name()
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------- batch kernels
-
-/// Every path's batch kernels (i8mm's `smmla`) against the scalar dot of each (row,
-/// token): random and extreme blocks, odd row and token counts (pairs padded), one
-/// block and several. Announced when no path here has one (only `QEMU_CPU=max`).
-#[test]
-fn batch_kernels_match_scalar_dots() {
-    let mut rng = Rng(31);
-    let mut tested = 0;
-    for k in paths("batch_kernels_match_scalar_dots") {
-        for ty in QUANTIZED {
-            let Some((prep, gemm)) = k.gemm(ty) else {
-                continue;
-            };
-            for nb in [1usize, 2, 7] {
-                let n = nb * ty.block_size();
-                for (rows, tokens) in [
-                    (1, 1),
-                    (3, 1),
-                    (1, 2),
-                    (2, 2),
-                    (3, 3),
-                    (5, 8),
-                    (16, 9),
-                    (7, 17),
-                ] {
-                    let mut w_rows: Vec<Vec<u8>> = (0..rows)
-                        .map(|_| random_weights(ty, nb, &mut rng))
-                        .collect();
-                    for (i, e) in extreme_weights(ty).into_iter().enumerate() {
-                        if i + 1 < rows {
-                            w_rows[i + 1] = e.repeat(nb);
-                        }
-                    }
-                    let mut acts: Vec<Vec<u8>> =
-                        (0..tokens).map(|_| random_acts(ty, nb, &mut rng)).collect();
-                    for (i, e) in extreme_act_codes(ty.block_size()).into_iter().enumerate() {
-                        if i + 1 < tokens {
-                            acts[i + 1] = act_block(act_type(ty), &e, 0.5).repeat(nb);
-                        }
-                    }
-                    let p = prep(n, &acts.concat(), tokens);
-                    let mut out = vec![f32::NAN; rows * tokens];
-                    gemm(n, &w_rows.concat(), rows, &p, tokens, &mut out);
-                    for (r, w) in w_rows.iter().enumerate() {
-                        for (t, a) in acts.iter().enumerate() {
-                            let want = scalar_dot(ty, n, w, a);
-                            let got = out[r * tokens + t];
-                            let tol = batch_tolerance(ty, w, a);
-                            assert!(
-                                (f64::from(got) - f64::from(want)).abs() <= tol,
-                                "{} {ty} nb={nb} {rows}x{tokens} r={r} t={t}: {got} vs {want} (tol {tol})",
-                                k.isa.name()
-                            );
-                        }
-                    }
-                    tested += 1;
-                }
-            }
-        }
-    }
-    if tested == 0 {
-        eprintln!("\n*** no batch kernel on this CPU (i8mm needs QEMU_CPU=max): SKIPPED ***\n");
     }
 }

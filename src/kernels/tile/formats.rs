@@ -1,0 +1,437 @@
+//! Per weight type, the product of one tile block with a group of prepared tokens,
+//! written once over any [`Engine`]: which code vectors to decode, which activation
+//! words they meet, and how the scales, offsets and minimums enter. The formulas are
+//! ggml's `vec_dot_*` ones, with integer sums per (sub-)block exact:
+//!
+//! | type  | per (sub-)block                                    | activations |
+//! |-------|----------------------------------------------------|-------------|
+//! | Q4_0  | `d·dy·Σ(q - 8)a`                                   | Q8_0        |
+//! | Q4_1  | `d·dy·Σqa + m·s`                                   | Q8_1        |
+//! | Q5_0  | `d·dy·Σ(q - 16)a`                                  | Q8_0        |
+//! | Q5_1  | `d·dy·Σqa + m·s`                                   | Q8_1        |
+//! | Q8_0  | `d·dy·Σqa`                                         | Q8_0        |
+//! | Q4_K  | `d·dy·Σ_s sc_s·Σqa - dmin·dy·Σ_s m_s·Σa`           | Q8_K        |
+//! | Q5_K  | as Q4_K, 5-bit codes                               | Q8_K        |
+//! | Q6_K  | `d·dy·Σ_s sc_s·Σ(q - 32)a`                         | Q8_K        |
+//!
+//! Activation words are in element order: word `j` of a block is elements
+//! `4j..4j + 4`, which is what the code vectors of `layout.rs` meet.
+
+#![allow(non_camel_case_types)]
+
+use super::layout::{
+    BlockF16x, BlockQ4_0x, BlockQ4_1x, BlockQ4_Kx, BlockQ5_0x, BlockQ5_1x, BlockQ5_Kx, BlockQ6_Kx,
+    BlockQ8_0x, Lanes,
+};
+use super::{Acts, Engine, Format};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K, QK_K};
+
+pub struct Q4_0;
+pub struct Q4_1;
+pub struct Q5_0;
+pub struct Q5_1;
+pub struct Q8_0;
+pub struct Q4_K;
+pub struct Q5_K;
+pub struct Q6_K;
+pub struct F16;
+
+/// The low and high nibble codes of four code vectors: `[lo_0..lo_3, hi_0..hi_3]`,
+/// i.e. elements `0..16` then `16..32` of a 32-element block.
+#[inline(always)]
+fn nibble_codes<const R: usize, E: Engine<R>>(e: E, qs: &[Lanes<R>; 4]) -> [E::V; 8] {
+    let mut c = [e.load(&qs[0]); 8];
+    for (v, q) in qs.iter().enumerate() {
+        let x = e.load(q);
+        c[v] = e.shift_mask(x, 0, 0x0f);
+        c[4 + v] = e.shift_mask(x, -4, 0x0f);
+    }
+    c
+}
+
+/// Adds bit `k` of plane byte `(r, j)` as bit `at` of code `c[i]`, for the plane
+/// bits `ks[i]`.
+#[inline(always)]
+fn add_plane_bits<const R: usize, E: Engine<R>, const N: usize>(
+    e: E,
+    c: &mut [E::V; N],
+    plane: E::V,
+    ks: [i32; N],
+    width: i32,
+) {
+    let mask = ((1u32 << width) - 1) << 4;
+    for (c, k) in c.iter_mut().zip(ks) {
+        *c = e.or(*c, e.shift_mask(plane, 4 - k, mask as u8));
+    }
+}
+
+/// Codes centred by `off` on centring engines; otherwise the `-off·Σa` each token's
+/// sum starts from (`sums` per token).
+#[inline(always)]
+fn offset<const R: usize, E: Engine<R>, const N: usize, const T: usize>(
+    e: E,
+    c: &mut [E::V; N],
+    off: u8,
+    sums: [i32; T],
+) -> [E::I; T] {
+    if off == 0 {
+        e.zero_i()
+    } else if E::CENTERS {
+        for c in c.iter_mut() {
+            *c = e.sub(*c, off);
+        }
+        e.zero_i()
+    } else {
+        e.splat_tokens(&sums.map(|s| -i32::from(off) * s))
+    }
+}
+
+/// The code magnitude bound after [`offset`]: `max` unsigned, or `off` centred.
+const fn bound<const R: usize, E: Engine<R>>(max: i32, off: i32) -> i32 {
+    if E::CENTERS && off > 0 { off } else { max }
+}
+
+/// The 32-element formats: `Q` codes of up to five bits, optional minimum.
+macro_rules! legacy_format {
+    ($name:ident, $tile:ident, $act:ty, off: $off:expr, five: $five:expr, mins: $mins:expr) => {
+        impl Format for $name {
+            type Tile<const R: usize> = $tile<R>;
+            type Act = $act;
+            const QK: usize = 32;
+            const W: usize = 8;
+            const S: usize = 1;
+
+            fn act<'a>(y: &'a $act, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+                sums[0] = y.qs.iter().map(|&q| i32::from(q)).sum();
+                let m = legacy_second_term(y);
+                (bytemuck::cast_slice(&y.qs), y.d.to_f32(), m)
+            }
+
+            #[inline(always)]
+            fn mul<const R: usize, E: Engine<R>, const T: usize>(
+                e: E,
+                tb: &$tile<R>,
+                a: &Acts<'_, T>,
+                mut acc: [E::F; T],
+            ) -> [E::F; T] {
+                for k in 0..2 {
+                    let mut c = nibble_codes(e, &tb.qs[k]);
+                    if $five {
+                        let plane = e.load(five_plane(tb, k));
+                        add_plane_bits(e, &mut c, plane, [0, 2, 4, 6, 1, 3, 5, 7], 1);
+                    }
+                    let max = if $five { 31 } else { 15 };
+                    let init = offset(e, &mut c, $off, a.sums(k, 0));
+                    let b = bound::<R, E>(max, $off as i32);
+                    let isum = e.dots(init, &c, a.words(k), a.w(), 0, b);
+                    acc = e.fma_scaled(acc, isum, e.rows_f16(&tb.d[k]), a.d(k));
+                    if $mins {
+                        acc = e.fma_outer(acc, e.rows_f16(min_row(tb, k)), a.m(k));
+                    }
+                }
+                acc
+            }
+        }
+    };
+}
+
+/// Q8_1's `s` (`d·Σq`, which meets the weights' minimum); 0 for Q8_0.
+trait SecondTerm {
+    fn second(&self) -> f32;
+}
+impl SecondTerm for BlockQ8_0 {
+    fn second(&self) -> f32 {
+        0.0
+    }
+}
+impl SecondTerm for BlockQ8_1 {
+    fn second(&self) -> f32 {
+        self.s.to_f32()
+    }
+}
+fn legacy_second_term(y: &impl SecondTerm) -> f32 {
+    y.second()
+}
+
+/// The fifth-bit plane of block `k` of a tile block (Q5 formats only).
+trait FivePlane<const R: usize> {
+    fn plane(&self, k: usize) -> &Lanes<R>;
+}
+/// The minimums of block `k` (formats with minimums only).
+trait MinRow<const R: usize> {
+    fn mins(&self, k: usize) -> &[half::f16; R];
+}
+fn five_plane<const R: usize>(tb: &impl FivePlane<R>, k: usize) -> &Lanes<R> {
+    tb.plane(k)
+}
+fn min_row<const R: usize>(tb: &impl MinRow<R>, k: usize) -> &[half::f16; R] {
+    tb.mins(k)
+}
+
+macro_rules! no_plane {
+    ($($t:ident),*) => {$(
+        impl<const R: usize> FivePlane<R> for $t<R> {
+            fn plane(&self, _: usize) -> &Lanes<R> {
+                unreachable!("{} has no fifth bits", stringify!($t))
+            }
+        }
+    )*};
+}
+macro_rules! plane {
+    ($($t:ident),*) => {$(
+        impl<const R: usize> FivePlane<R> for $t<R> {
+            #[inline(always)]
+            fn plane(&self, k: usize) -> &Lanes<R> {
+                &self.qh[k]
+            }
+        }
+    )*};
+}
+macro_rules! no_mins {
+    ($($t:ident),*) => {$(
+        impl<const R: usize> MinRow<R> for $t<R> {
+            fn mins(&self, _: usize) -> &[half::f16; R] {
+                unreachable!("{} has no minimums", stringify!($t))
+            }
+        }
+    )*};
+}
+macro_rules! mins {
+    ($($t:ident),*) => {$(
+        impl<const R: usize> MinRow<R> for $t<R> {
+            #[inline(always)]
+            fn mins(&self, k: usize) -> &[half::f16; R] {
+                &self.m[k]
+            }
+        }
+    )*};
+}
+no_plane!(BlockQ4_0x, BlockQ4_1x);
+plane!(BlockQ5_0x, BlockQ5_1x);
+no_mins!(BlockQ4_0x, BlockQ5_0x);
+mins!(BlockQ4_1x, BlockQ5_1x);
+
+legacy_format!(Q4_0, BlockQ4_0x, BlockQ8_0, off: 8, five: false, mins: false);
+legacy_format!(Q4_1, BlockQ4_1x, BlockQ8_1, off: 0, five: false, mins: true);
+legacy_format!(Q5_0, BlockQ5_0x, BlockQ8_0, off: 16, five: true, mins: false);
+legacy_format!(Q5_1, BlockQ5_1x, BlockQ8_1, off: 0, five: true, mins: true);
+
+impl Format for Q8_0 {
+    type Tile<const R: usize> = BlockQ8_0x<R>;
+    type Act = BlockQ8_0;
+    const QK: usize = 32;
+    const W: usize = 8;
+    const S: usize = 1;
+
+    fn act<'a>(y: &'a BlockQ8_0, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        sums[0] = y.qs.iter().map(|&q| i32::from(q)).sum();
+        (bytemuck::cast_slice(&y.qs), y.d.to_f32(), 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockQ8_0x<R>,
+        a: &Acts<'_, T>,
+        mut acc: [E::F; T],
+    ) -> [E::F; T] {
+        for k in 0..2 {
+            let c: [E::V; 8] = core::array::from_fn(|v| e.q8_codes(e.load(&tb.qs[k][v])));
+            let init = if E::Q8_OFFSET != 0 {
+                e.splat_tokens(&a.sums(k, 0).map(|s| -E::Q8_OFFSET * s))
+            } else {
+                e.zero_i()
+            };
+            let isum = e.dots_q8(init, &c, a.words(k), a.w(), 0);
+            acc = e.fma_scaled(acc, isum, e.rows_f16(&tb.d[k]), a.d(k));
+        }
+        acc
+    }
+}
+
+/// Q8_K's bsums (per 16 elements) summed in pairs: per 32-element sub-block.
+fn bsums32(y: &BlockQ8_K, sums: &mut [i32]) {
+    for (s, v) in sums.iter_mut().enumerate() {
+        *v = i32::from(y.bsums[2 * s]) + i32::from(y.bsums[2 * s + 1]);
+    }
+}
+
+/// Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and minimums.
+macro_rules! k4_format {
+    ($name:ident, $tile:ident, five: $five:expr) => {
+        impl Format for $name {
+            type Tile<const R: usize> = $tile<R>;
+            type Act = BlockQ8_K;
+            const QK: usize = QK_K;
+            const W: usize = 64;
+            const S: usize = 8;
+
+            fn act<'a>(y: &'a BlockQ8_K, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+                bsums32(y, sums);
+                (bytemuck::cast_slice(&y.qs), y.d, 0.0)
+            }
+
+            #[inline(always)]
+            fn mul<const R: usize, E: Engine<R>, const T: usize>(
+                e: E,
+                tb: &$tile<R>,
+                a: &Acts<'_, T>,
+                acc: [E::F; T],
+            ) -> [E::F; T] {
+                let words = a.words(0);
+                let mut total = e.zero_i::<T>();
+                for c in 0..4 {
+                    let mut lo: [E::V; 8] = core::array::from_fn(|v| e.load(&tb.qs[8 * c + v]));
+                    let mut hi = lo.map(|x| e.shift_mask(x, -4, 0x0f));
+                    lo = lo.map(|x| e.shift_mask(x, 0, 0x0f));
+                    if $five {
+                        k5_high_bits(e, tb, c, &mut lo, &mut hi);
+                    }
+                    let max = if $five { 31 } else { 15 };
+                    let zero = e.zero_i::<T>();
+                    let il = e.dots(zero, &lo, words, a.w(), 16 * c, max);
+                    let ih = e.dots(zero, &hi, words, a.w(), 16 * c + 8, max);
+                    total = e.mla_rows(total, il, e.rows_u8(&tb.sc[2 * c]));
+                    total = e.mla_rows(total, ih, e.rows_u8(&tb.sc[2 * c + 1]));
+                }
+                let mut mins = e.zero_i::<T>();
+                for s in 0..8 {
+                    mins = e.mla_outer(mins, e.rows_u8(&tb.m[s]), &a.sums(0, s));
+                }
+                let d = a.d(0);
+                let acc = e.fma_scaled(acc, total, e.rows_f16(&tb.d), d);
+                e.fma_scaled(acc, mins, e.rows_f16(&tb.dmin), &d.map(|v| -v))
+            }
+        }
+    };
+}
+
+/// Q5_K's fifth bits for the sixteen code vectors of chunk `c` (vectors `8c..8c + 8`
+/// in planes `2c`, `2c + 1`).
+#[inline(always)]
+fn k5_high_bits<const R: usize, E: Engine<R>, Tb: K5Planes<R>>(
+    e: E,
+    tb: &Tb,
+    c: usize,
+    lo: &mut [E::V; 8],
+    hi: &mut [E::V; 8],
+) {
+    for h in 0..2 {
+        let plane = e.load(tb.k5_plane(2 * c + h));
+        let (l, hh) = (&mut lo[4 * h..4 * h + 4], &mut hi[4 * h..4 * h + 4]);
+        for v in 0..4 {
+            let k = 2 * v as i32;
+            l[v] = e.or(l[v], e.shift_mask(plane, 4 - k, 0x10));
+            hh[v] = e.or(hh[v], e.shift_mask(plane, 3 - k, 0x10));
+        }
+    }
+}
+
+/// Fifth-bit planes of a K-quant tile block (Q5_K only).
+trait K5Planes<const R: usize> {
+    fn k5_plane(&self, p: usize) -> &Lanes<R>;
+}
+impl<const R: usize> K5Planes<R> for BlockQ4_Kx<R> {
+    fn k5_plane(&self, _: usize) -> &Lanes<R> {
+        unreachable!("Q4_K has no fifth bits")
+    }
+}
+impl<const R: usize> K5Planes<R> for BlockQ5_Kx<R> {
+    #[inline(always)]
+    fn k5_plane(&self, p: usize) -> &Lanes<R> {
+        &self.qh[p]
+    }
+}
+
+k4_format!(Q4_K, BlockQ4_Kx, five: false);
+k4_format!(Q5_K, BlockQ5_Kx, five: true);
+
+impl Format for Q6_K {
+    type Tile<const R: usize> = BlockQ6_Kx<R>;
+    type Act = BlockQ8_K;
+    const QK: usize = QK_K;
+    const W: usize = 64;
+    const S: usize = 16;
+
+    fn act<'a>(y: &'a BlockQ8_K, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        for (v, b) in sums.iter_mut().zip(&y.bsums) {
+            *v = i32::from(*b);
+        }
+        (bytemuck::cast_slice(&y.qs), y.d, 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockQ6_Kx<R>,
+        a: &Acts<'_, T>,
+        acc: [E::F; T],
+    ) -> [E::F; T] {
+        let words = a.words(0);
+        let mut total = e.zero_i::<T>();
+        // Group g: code vectors 4g..4g + 4 (planes 2g, 2g + 1); low nibbles are
+        // sub-block 8n + g % 4, high nibbles 8n + 4 + g % 4, with n = g / 4.
+        for g in 0..8 {
+            let x: [E::V; 4] = core::array::from_fn(|v| e.load(&tb.ql[4 * g + v]));
+            let mut lo = x.map(|x| e.shift_mask(x, 0, 0x0f));
+            let mut hi = x.map(|x| e.shift_mask(x, -4, 0x0f));
+            for p in 0..2 {
+                let plane = e.load(&tb.qh[2 * g + p]);
+                for v in 0..2 {
+                    let k = 2 * (2 * v as i32);
+                    let i = 2 * p + v;
+                    lo[i] = e.or(lo[i], e.shift_mask(plane, 4 - k, 0x30));
+                    hi[i] = e.or(hi[i], e.shift_mask(plane, 2 - k, 0x30));
+                }
+            }
+            let n = g / 4;
+            for (codes, s) in [(&mut lo, 8 * n + g % 4), (&mut hi, 8 * n + 4 + g % 4)] {
+                let init = offset(e, codes, 32, a.sums(0, s));
+                let b = bound::<R, E>(63, 32);
+                let isum = e.dots(init, codes, words, a.w(), 4 * s, b);
+                total = e.mla_rows(total, isum, e.rows_i8(&tb.sc[s]));
+            }
+        }
+        e.fma_scaled(acc, total, e.rows_f32(&tb.d), a.d(0))
+    }
+}
+
+impl Format for F16 {
+    type Tile<const R: usize> = BlockF16x<R>;
+    /// Eight f32 activations, unquantized.
+    type Act = [f32; 8];
+    const QK: usize = 8;
+    const W: usize = 8;
+    const S: usize = 0;
+    const PAIRED_ACTS: bool = false;
+
+    fn act<'a>(y: &'a [f32; 8], _: &mut [i32]) -> (&'a [u8], f32, f32) {
+        (bytemuck::cast_slice(y), 1.0, 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockF16x<R>,
+        a: &Acts<'_, T>,
+        mut acc: [E::F; T],
+    ) -> [E::F; T] {
+        let words = a.words(0);
+        let x =
+            |i: usize| -> [f32; T] { core::array::from_fn(|t| f32::from_bits(words[t * 8 + i])) };
+        if T >= 4 {
+            for (i, w) in tb.w.iter().enumerate() {
+                acc = e.fma_outer(acc, e.rows_f16(w), &x(i));
+            }
+            return acc;
+        }
+        // Few tokens: two chains of four multiply-adds per block, so that one
+        // accumulator's latency does not bound a stream of weights.
+        let (mut even, mut odd) = (e.zero_f::<T>(), e.zero_f::<T>());
+        for i in (0..8).step_by(2) {
+            even = e.fma_outer(even, e.rows_f16(&tb.w[i]), &x(i));
+            odd = e.fma_outer(odd, e.rows_f16(&tb.w[i + 1]), &x(i + 1));
+        }
+        e.add_f(acc, e.add_f(even, odd))
+    }
+}
