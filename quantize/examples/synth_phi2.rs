@@ -1,7 +1,8 @@
 //! Writes a synthetic Phi-2 checkpoint in Hugging Face layout (random weights, the real
 //! tokenizer): `cargo run --release -p phiq-quantize --example synth_phi2 -- OUT_DIR
-//! [--full] [--dtype f32|f16|bf16] [--shards N] [--msft] [--seed S]`. For tests and
-//! benchmarks only.
+//! [--full] [--layers N] [--dtype f32|f16|bf16] [--shards N] [--msft] [--seed S]`.
+//! For tests and benchmarks only: `--full --layers 4` keeps every matrix shape of
+//! Phi-2 in a file small enough to run under emulation (`benches/arm_icount.sh`).
 
 #[path = "../../tests/support/synth_checkpoint.rs"]
 mod synth_checkpoint;
@@ -15,11 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = None;
     let mut spec = Spec::tiny();
     let mut full = false;
+    let mut layers = None;
     let (mut dtype, mut shards, mut layout, mut seed) = (Dtype::F16, 1, Layout::Hf, 1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--full" => full = true,
             "--msft" => layout = Layout::Msft,
+            "--layers" => layers = Some(args.next().ok_or("--layers N")?.parse()?),
             "--dtype" => {
                 dtype = match args.next().as_deref() {
                     Some("f32") => Dtype::F32,
@@ -32,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seed" => seed = args.next().ok_or("--seed S")?.parse()?,
             "-h" | "--help" => {
                 println!(
-                    "synth_phi2 OUT_DIR [--full] [--dtype f32|f16|bf16] [--shards N] [--msft] [--seed S]"
+                    "synth_phi2 OUT_DIR [--full] [--layers N] [--dtype f32|f16|bf16] [--shards N] [--msft] [--seed S]"
                 );
                 return Ok(());
             }
@@ -42,6 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if full {
         spec = Spec::full();
+    }
+    if let Some(n) = layers {
+        spec.layers = n;
     }
     spec.dtype = dtype;
     spec.shards = shards;

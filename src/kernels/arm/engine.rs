@@ -20,7 +20,7 @@ use crate::kernels::tile::layout::Lanes;
 use crate::kernels::tile::{Engine, Format, mul_tile};
 
 /// Tokens per full group.
-pub(super) const TOKENS: usize = 4;
+pub(super) const TOKENS: usize = 8;
 
 /// A 4-row engine multiplying with `M`'s integer dot products.
 #[derive(Clone, Copy)]
@@ -40,9 +40,24 @@ pub(super) trait IntDots: Copy + Send + Sync + 'static {
         w0: usize,
         bound: i32,
     ) -> [int32x4_t; T];
+
+    /// See `Engine::Q4_0_UNIT`.
+    const Q4_0_UNIT: i32;
+    /// See `Engine::q4_0_codes`.
+    fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2];
 }
 
 impl IntDots for Neon {
+    const Q4_0_UNIT: i32 = 1;
+
+    /// The signed nibbles by shifts (an arithmetic right shift sign-extends):
+    /// widening products stay small enough to sum in i16.
+    #[inline(always)]
+    fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2] {
+        // SAFETY: Advanced SIMD is on every aarch64 core.
+        unsafe { [vshrq_n_s8::<4>(vshlq_n_s8::<4>(x)), vshrq_n_s8::<4>(x)] }
+    }
+
     #[inline(always)]
     fn dots<const N: usize, const T: usize>(
         self,
@@ -99,6 +114,14 @@ fn sdot4(mut acc: int32x4_t, c: &[int8x16_t], a: int8x16_t) -> int32x4_t {
 }
 
 impl IntDots for Dotprod {
+    const Q4_0_UNIT: i32 = 16;
+
+    /// The signed nibbles in the high half of each byte, one instruction each.
+    #[inline(always)]
+    fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2] {
+        x16_nibbles(x)
+    }
+
     #[inline(always)]
     fn dots<const N: usize, const T: usize>(
         self,
@@ -124,6 +147,41 @@ impl IntDots for Dotprod {
             acc
         }
     }
+}
+
+/// `base` with the bits of `mask` taken from `from` shifted by `shift` (BIT).
+#[inline(always)]
+pub(super) fn merge_bits(base: int8x16_t, from: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
+    // SAFETY: Advanced SIMD is on every aarch64 core.
+    unsafe {
+        let s = vshlq_u8(vreinterpretq_u8_s8(from), vdupq_n_s8(shift as i8));
+        let m = vdupq_n_u8(mask);
+        vreinterpretq_s8_u8(vbslq_u8(m, s, vreinterpretq_u8_s8(base)))
+    }
+}
+
+/// Sixteen signed bytes (four rows each of four consecutive groups) as four i32
+/// vectors.
+#[inline(always)]
+pub(super) fn rows_i8_x4(b: &[[i8; 4]; 4]) -> [int32x4_t; 4] {
+    // SAFETY: Advanced SIMD is on every aarch64 core; `b` is 16 readable bytes.
+    unsafe {
+        let v = vld1q_s8(b.as_ptr().cast());
+        let (lo, hi) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+        [
+            vmovl_s16(vget_low_s16(lo)),
+            vmovl_high_s16(lo),
+            vmovl_s16(vget_low_s16(hi)),
+            vmovl_high_s16(hi),
+        ]
+    }
+}
+
+/// Q4_0's signed nibbles ×16: the low one shifted up, the high one masked.
+#[inline(always)]
+pub(super) fn x16_nibbles(x: int8x16_t) -> [int8x16_t; 2] {
+    // SAFETY: Advanced SIMD is on every aarch64 core.
+    unsafe { [vshlq_n_s8::<4>(x), vandq_s8(x, vdupq_n_s8(-16))] }
 }
 
 /// Four f16 (8 bytes) widened to f32 (FCVTL: base Advanced SIMD, every core).
@@ -196,6 +254,18 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
         shift_mask(v, shift, mask)
     }
 
+    /// One BIT after the shift: the masked bits of the shifted plane into `base`.
+    #[inline(always)]
+    fn merge_bits(self, base: int8x16_t, from: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
+        merge_bits(base, from, shift, mask)
+    }
+
+    /// One 16-byte load, widened twice.
+    #[inline(always)]
+    fn rows_i8_x4(self, b: &[[i8; 4]; 4]) -> [int32x4_t; 4] {
+        rows_i8_x4(b)
+    }
+
     #[inline(always)]
     fn or(self, a: int8x16_t, b: int8x16_t) -> int8x16_t {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
@@ -213,6 +283,19 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     #[inline(always)]
     fn q8_codes(self, v: int8x16_t) -> int8x16_t {
         v
+    }
+
+    const Q4_0_UNIT: i32 = M::Q4_0_UNIT;
+
+    #[inline(always)]
+    fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2] {
+        self.m.q4_0_codes(x)
+    }
+
+    #[inline(always)]
+    fn xor(self, v: int8x16_t, k: u8) -> int8x16_t {
+        // SAFETY: Advanced SIMD is on every aarch64 core.
+        unsafe { veorq_s8(v, vdupq_n_s8(k as i8)) }
     }
 
     #[inline(always)]
@@ -300,6 +383,12 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     }
 
     #[inline(always)]
+    fn scale_rows(self, r: float32x4_t, k: f32) -> float32x4_t {
+        // SAFETY: Advanced SIMD is on every aarch64 core.
+        unsafe { vmulq_n_f32(r, k) }
+    }
+
+    #[inline(always)]
     fn zero_f<const T: usize>(self) -> [float32x4_t; T] {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
         // the references they are given.
@@ -359,8 +448,8 @@ pub(super) fn gemv_neon_4x1<F: Format>(_c: usize, tile: &[u8], group: &[u32], ou
     mul_tile::<F, Arm<Neon>, 4, 1>(Arm { m: Neon::get() }, tile, group, out)
 }
 
-/// One tile of 4 rows times a prepared group of `n` tokens (4 or 2), NEON.
-pub(super) fn gemm_neon_4x4<F: Format>(
+/// One tile of 4 rows times a prepared group of `n` tokens (8, 4 or 2), NEON.
+pub(super) fn gemm_neon_4x8<F: Format>(
     _c: usize,
     tile: &[u8],
     group: &[u32],
@@ -369,6 +458,7 @@ pub(super) fn gemm_neon_4x4<F: Format>(
 ) {
     let e = Arm { m: Neon::get() };
     match n {
+        8 => mul_tile::<F, Arm<Neon>, 4, 8>(e, tile, group, out),
         4 => mul_tile::<F, Arm<Neon>, 4, 4>(e, tile, group, out),
         2 => mul_tile::<F, Arm<Neon>, 4, 2>(e, tile, group, out),
         _ => mul_tile::<F, Arm<Neon>, 4, 1>(e, tile, group, out),
@@ -387,8 +477,8 @@ pub(super) fn gemv_dotprod_4x1<F: Format>(_c: usize, tile: &[u8], group: &[u32],
     unsafe { mul_dotprod::<F, 1>(e, tile, group, out) }
 }
 
-/// One tile of 4 rows times a prepared group of `n` tokens (4 or 2), `sdot`.
-pub(super) fn gemm_dotprod_4x4<F: Format>(
+/// One tile of 4 rows times a prepared group of `n` tokens (8, 4 or 2), `sdot`.
+pub(super) fn gemm_dotprod_4x8<F: Format>(
     _c: usize,
     tile: &[u8],
     group: &[u32],
@@ -399,6 +489,7 @@ pub(super) fn gemm_dotprod_4x4<F: Format>(
     // SAFETY: `e` exists, so this CPU has FEAT_DotProd.
     unsafe {
         match n {
+            8 => mul_dotprod::<F, 8>(e, tile, group, out),
             4 => mul_dotprod::<F, 4>(e, tile, group, out),
             2 => mul_dotprod::<F, 2>(e, tile, group, out),
             _ => mul_dotprod::<F, 1>(e, tile, group, out),

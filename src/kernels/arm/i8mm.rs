@@ -17,12 +17,12 @@ use core::arch::asm;
 use half::f16;
 
 use super::I8mm;
-use super::engine::{bytes4, f16x4, load, shift_mask};
+use super::engine::{bytes4, f16x4, load, merge_bits, rows_i8_x4, shift_mask, x16_nibbles};
 use crate::kernels::tile::layout::Lanes;
 use crate::kernels::tile::{Engine, Format, mul_tile};
 
-/// Tokens per full group (two pairs).
-pub(super) const TOKENS: usize = 4;
+/// Tokens per full group (four pairs).
+pub(super) const TOKENS: usize = 8;
 
 /// `acc` plus the 2×2 block of dots of the two 8-byte rows of `a` with those of `b`:
 /// lanes `[a0·b0, a0·b1, a1·b0, a1·b1]`.
@@ -98,6 +98,16 @@ unsafe impl Engine<4> for I8mm {
     }
 
     #[inline(always)]
+    fn merge_bits(self, base: int8x16_t, from: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
+        merge_bits(base, from, shift, mask)
+    }
+
+    #[inline(always)]
+    fn rows_i8_x4(self, b: &[[i8; 4]; 4]) -> [[int32x4_t; 2]; 4] {
+        rows_i8_x4(b).map(|v| pairs_i(v))
+    }
+
+    #[inline(always)]
     fn or(self, a: int8x16_t, b: int8x16_t) -> int8x16_t {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
         // the references they are given.
@@ -114,6 +124,19 @@ unsafe impl Engine<4> for I8mm {
     #[inline(always)]
     fn q8_codes(self, v: int8x16_t) -> int8x16_t {
         v
+    }
+
+    const Q4_0_UNIT: i32 = 16;
+
+    #[inline(always)]
+    fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2] {
+        x16_nibbles(x)
+    }
+
+    #[inline(always)]
+    fn xor(self, v: int8x16_t, k: u8) -> int8x16_t {
+        // SAFETY: Advanced SIMD is on every aarch64 core.
+        unsafe { veorq_s8(v, vdupq_n_s8(k as i8)) }
     }
 
     #[inline(always)]
@@ -220,6 +243,12 @@ unsafe impl Engine<4> for I8mm {
     }
 
     #[inline(always)]
+    fn scale_rows(self, r: [float32x4_t; 2], k: f32) -> [float32x4_t; 2] {
+        // SAFETY: Advanced SIMD is on every aarch64 core.
+        unsafe { r.map(|v| vmulq_n_f32(v, k)) }
+    }
+
+    #[inline(always)]
     fn zero_f<const T: usize>(self) -> [float32x4_t; T] {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
         // the references they are given.
@@ -291,8 +320,8 @@ fn mul<F: Format, const T: usize>(e: I8mm, tile: &[u8], group: &[u32], out: &mut
     mul_tile::<F, I8mm, 4, T>(e, tile, group, out)
 }
 
-/// One tile of 4 rows times a prepared group of `n` tokens (4 or 2), `smmla`.
-pub(super) fn gemm_i8mm_4x4<F: Format>(
+/// One tile of 4 rows times a prepared group of `n` tokens (8, 4 or 2), `smmla`.
+pub(super) fn gemm_i8mm_4x8<F: Format>(
     _c: usize,
     tile: &[u8],
     group: &[u32],
@@ -303,6 +332,7 @@ pub(super) fn gemm_i8mm_4x4<F: Format>(
     // SAFETY: `e` exists, so this CPU has FEAT_I8MM and FEAT_DotProd.
     unsafe {
         match n {
+            8 => mul::<F, 8>(e, tile, group, out),
             4 => mul::<F, 4>(e, tile, group, out),
             _ => mul::<F, 2>(e, tile, group, out),
         }

@@ -170,7 +170,7 @@ impl PerFormat for NeonTiles {
     fn call<F: Format>(self) -> TileKernel {
         tiles_4::<F>(
             engine::gemv_neon_4x1::<F>,
-            engine::gemm_neon_4x4::<F>,
+            engine::gemm_neon_4x8::<F>,
             false,
         )
     }
@@ -182,7 +182,7 @@ impl PerFormat for DotprodTiles {
     fn call<F: Format>(self) -> TileKernel {
         tiles_4::<F>(
             engine::gemv_dotprod_4x1::<F>,
-            engine::gemm_dotprod_4x4::<F>,
+            engine::gemm_dotprod_4x8::<F>,
             false,
         )
     }
@@ -199,7 +199,7 @@ impl PerFormat for I8mmTiles {
         const { assert!(i8mm::TOKENS == engine::TOKENS) };
         tiles_4::<F>(
             engine::gemv_dotprod_4x1::<F>,
-            i8mm::gemm_i8mm_4x4::<F>,
+            i8mm::gemm_i8mm_4x8::<F>,
             true,
         )
     }

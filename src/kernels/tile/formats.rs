@@ -61,18 +61,18 @@ fn add_plane_bits<const R: usize, E: Engine<R>, const N: usize>(
 ) {
     let mask = ((1u32 << width) - 1) << 4;
     for (c, k) in c.iter_mut().zip(ks) {
-        *c = e.or(*c, e.shift_mask(plane, 4 - k, mask as u8));
+        *c = e.merge_bits(*c, plane, 4 - k, mask as u8);
     }
 }
 
 /// Codes centred by `off` on centring engines; otherwise the `-off·Σa` each token's
-/// sum starts from (`sums` per token).
+/// sum starts from (`corr` per token, as the prepared sums hold it).
 #[inline(always)]
 fn offset<const R: usize, E: Engine<R>, const N: usize, const T: usize>(
     e: E,
     c: &mut [E::V; N],
     off: u8,
-    sums: [i32; T],
+    corr: [i32; T],
 ) -> [E::I; T] {
     if off == 0 {
         e.zero_i()
@@ -82,7 +82,7 @@ fn offset<const R: usize, E: Engine<R>, const N: usize, const T: usize>(
         }
         e.zero_i()
     } else {
-        e.splat_tokens(&sums.map(|s| -i32::from(off) * s))
+        e.splat_tokens(&corr)
     }
 }
 
@@ -101,8 +101,9 @@ macro_rules! legacy_format {
             const W: usize = 8;
             const S: usize = 1;
 
+            /// The sum comes as the `-offset·Σa` a correcting engine starts from.
             fn act<'a>(y: &'a $act, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
-                sums[0] = y.qs.iter().map(|&q| i32::from(q)).sum();
+                sums[0] = -($off as i32) * y.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
                 let m = legacy_second_term(y);
                 (bytemuck::cast_slice(&y.qs), y.d.to_f32(), m)
             }
@@ -206,15 +207,60 @@ macro_rules! mins {
         }
     )*};
 }
-no_plane!(BlockQ4_0x, BlockQ4_1x);
+no_plane!(BlockQ4_1x);
 plane!(BlockQ5_0x, BlockQ5_1x);
-no_mins!(BlockQ4_0x, BlockQ5_0x);
+no_mins!(BlockQ5_0x);
 mins!(BlockQ4_1x, BlockQ5_1x);
 
-legacy_format!(Q4_0, BlockQ4_0x, BlockQ8_0, off: 8, five: false, mins: false);
 legacy_format!(Q4_1, BlockQ4_1x, BlockQ8_1, off: 0, five: false, mins: true);
 legacy_format!(Q5_0, BlockQ5_0x, BlockQ8_0, off: 16, five: true, mins: false);
 legacy_format!(Q5_1, BlockQ5_1x, BlockQ8_1, off: 0, five: true, mins: true);
+
+/// Q4_0: the tile holds each nibble as `q ^ 8`, the value `q - 8` in four-bit two's
+/// complement (see `layout.rs`), so that each engine decodes it in its cheapest way
+/// ([`Engine::q4_0_codes`]); codes may come scaled by [`Engine::Q4_0_UNIT`].
+impl Format for Q4_0 {
+    type Tile<const R: usize> = BlockQ4_0x<R>;
+    type Act = BlockQ8_0;
+    const QK: usize = 32;
+    const W: usize = 8;
+    const S: usize = 1;
+
+    /// The sum comes as the `-8·Σa` a correcting engine's integer sum starts from.
+    fn act<'a>(y: &'a BlockQ8_0, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        sums[0] = -8 * y.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
+        (bytemuck::cast_slice(&y.qs), y.d.to_f32(), 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockQ4_0x<R>,
+        a: &Acts<'_, T>,
+        mut acc: [E::F; T],
+    ) -> [E::F; T] {
+        for k in 0..2 {
+            let mut c = [e.load(&tb.qs[k][0]); 8];
+            for (v, q) in tb.qs[k].iter().enumerate() {
+                [c[v], c[4 + v]] = e.q4_0_codes(e.load(q));
+            }
+            let (init, bound) = if E::CENTERS {
+                (e.zero_i(), 8 * E::Q4_0_UNIT)
+            } else {
+                (e.splat_tokens(&a.sums(k, 0)), 15)
+            };
+            let isum = e.dots(init, &c, a.words(k), a.w(), 0, bound);
+            let d = e.rows_f16(&tb.d[k]);
+            let d = if E::Q4_0_UNIT == 1 {
+                d
+            } else {
+                e.scale_rows(d, 1.0 / E::Q4_0_UNIT as f32)
+            };
+            acc = e.fma_scaled(acc, isum, d, a.d(k));
+        }
+        acc
+    }
+}
 
 impl Format for Q8_0 {
     type Tile<const R: usize> = BlockQ8_0x<R>;
@@ -321,8 +367,8 @@ fn k5_high_bits<const R: usize, E: Engine<R>, Tb: K5Planes<R>>(
         let (l, hh) = (&mut lo[4 * h..4 * h + 4], &mut hi[4 * h..4 * h + 4]);
         for v in 0..4 {
             let k = 2 * v as i32;
-            l[v] = e.or(l[v], e.shift_mask(plane, 4 - k, 0x10));
-            hh[v] = e.or(hh[v], e.shift_mask(plane, 3 - k, 0x10));
+            l[v] = e.merge_bits(l[v], plane, 4 - k, 0x10);
+            hh[v] = e.merge_bits(hh[v], plane, 3 - k, 0x10);
         }
     }
 }
@@ -353,9 +399,10 @@ impl Format for Q6_K {
     const W: usize = 64;
     const S: usize = 16;
 
+    /// The sums come as the `-32·Σa` each sub-block's integer sum starts from.
     fn act<'a>(y: &'a BlockQ8_K, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
         for (v, b) in sums.iter_mut().zip(&y.bsums) {
-            *v = i32::from(*b);
+            *v = -32 * i32::from(*b);
         }
         (bytemuck::cast_slice(&y.qs), y.d, 0.0)
     }
@@ -369,8 +416,13 @@ impl Format for Q6_K {
     ) -> [E::F; T] {
         let words = a.words(0);
         let mut total = e.zero_i::<T>();
-        // Group g: code vectors 4g..4g + 4 (planes 2g, 2g + 1); low nibbles are
-        // sub-block 8n + g % 4, high nibbles 8n + 4 + g % 4, with n = g / 4.
+        // Sub-block scales, four at a time: sc[4q..4q + 4].
+        let sc: [[E::RowsI; 4]; 4] =
+            core::array::from_fn(|q| e.rows_i8_x4(tb.sc[4 * q..4 * q + 4].try_into().unwrap()));
+        // Group g: code vectors 4g..4g + 4 (planes 2g, 2g + 1), low nibbles sub-block
+        // 2g, high nibbles 2g + 1. Codes stay unsigned (0..63) on every engine: the -32
+        // offset enters through the prepared sums, one per sub-block and token,
+        // cheaper than four subtractions.
         for g in 0..8 {
             let x: [E::V; 4] = core::array::from_fn(|v| e.load(&tb.ql[4 * g + v]));
             let mut lo = x.map(|x| e.shift_mask(x, 0, 0x0f));
@@ -380,16 +432,15 @@ impl Format for Q6_K {
                 for v in 0..2 {
                     let k = 2 * (2 * v as i32);
                     let i = 2 * p + v;
-                    lo[i] = e.or(lo[i], e.shift_mask(plane, 4 - k, 0x30));
-                    hi[i] = e.or(hi[i], e.shift_mask(plane, 2 - k, 0x30));
+                    lo[i] = e.merge_bits(lo[i], plane, 4 - k, 0x30);
+                    hi[i] = e.merge_bits(hi[i], plane, 2 - k, 0x30);
                 }
             }
-            let n = g / 4;
-            for (codes, s) in [(&mut lo, 8 * n + g % 4), (&mut hi, 8 * n + 4 + g % 4)] {
-                let init = offset(e, codes, 32, a.sums(0, s));
-                let b = bound::<R, E>(63, 32);
-                let isum = e.dots(init, codes, words, a.w(), 4 * s, b);
-                total = e.mla_rows(total, isum, e.rows_i8(&tb.sc[s]));
+            for (h, codes) in [&lo, &hi].into_iter().enumerate() {
+                let s = 2 * g + h;
+                let init = e.splat_tokens(&a.sums(0, s));
+                let isum = e.dots(init, codes, words, a.w(), 4 * s, 63);
+                total = e.mla_rows(total, isum, sc[s / 4][s % 4]);
             }
         }
         e.fma_scaled(acc, total, e.rows_f32(&tb.d), a.d(0))

@@ -37,7 +37,9 @@ pub type Lanes<const R: usize> = [[u8; 4]; R];
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ4_0x<const R: usize> {
-    /// `[block][vector]`: nibble codes 0..15 (value = code - 8).
+    /// `[block][vector]`: each nibble is the file's code `q` (value `q - 8`) XOR 8,
+    /// that is the value itself in four-bit two's complement, which an engine with
+    /// signed bytes reads with one shift (see `Engine::q4_0_codes`).
     pub qs: [[Lanes<R>; 4]; 2],
     pub d: [[f16; R]; 2],
 }
@@ -103,14 +105,16 @@ pub struct BlockQ5_Kx<const R: usize> {
     pub dmin: [f16; R],
 }
 
-/// One Q6_K super-block of `R` rows: low nibbles in `ql`, two high bits per code in
-/// planes (plane `p` for code vectors `2p`, `2p + 1`), sixteen signed scales, and `d`
-/// widened to f32 (which also keeps the block a whole number of vectors).
+/// One Q6_K super-block of `R` rows: the low four bits of each code in `ql`, its two
+/// high bits in planes (plane `p` for code vectors `2p`, `2p + 1`), sixteen signed
+/// scales, and `d` widened to f32 (which also keeps the block a whole number of
+/// vectors). The codes are regrouped so that they are read in element order: byte
+/// `j` of lane `r` of vector `v` (group `g = v / 4`, `i = v % 4`) holds element
+/// `32g + 4i + j` in its low nibble (sub-block `2g`) and `32g + 16 + 4i + j` in its
+/// high nibble (sub-block `2g + 1`).
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ6_Kx<const R: usize> {
-    /// Vector `v`, `n = v / 16`, `k = v % 16 / 4`: low nibbles are sub-block `8n + k`,
-    /// high nibbles `8n + 4 + k`.
     pub ql: [Lanes<R>; 32],
     pub qh: [Lanes<R>; 16],
     pub sc: [[i8; R]; 16],
@@ -209,7 +213,7 @@ impl<const R: usize> Layout<R> for BlockQ4_0x<R> {
     const DEPTH: usize = 2;
     fn put(&mut self, r: usize, b: &[BlockQ4_0]) {
         for (k, blk) in b.iter().enumerate() {
-            put_codes(&mut self.qs[k], r, &blk.qs);
+            put_codes(&mut self.qs[k], r, &blk.qs.map(|q| q ^ 0x88));
             self.d[k][r] = blk.d;
         }
     }
@@ -331,19 +335,23 @@ impl<const R: usize> Layout<R> for BlockQ6_Kx<R> {
     const DEPTH: usize = 1;
     fn put(&mut self, r: usize, b: &[BlockQ6_K]) {
         let blk = &b[0];
-        put_codes(&mut self.ql, r, &blk.ql);
-        // ql byte i = 4v + j, n = i / 64, l = i % 64: low nibble is element 128n + l,
-        // high nibble 128n + 64 + l. Element 128n + 32k + l' (l' < 32) has its high
-        // bits at bits 2k..2k + 2 of qh[32n + l'].
-        let high = |e: usize| blk.qh[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32)) & 3;
+        // ggml's layout: element 128n + 32k + l (l < 32) has its low four bits in the
+        // low (k < 2) or high (k >= 2) nibble of ql[64n + 32(k % 2) + l], its high two
+        // bits at bits 2k..2k + 2 of qh[32n + l].
+        let code = |e: usize| {
+            let (n, k, l) = (e / 128, e % 128 / 32, e % 32);
+            let q = blk.ql[64 * n + 32 * (k % 2) + l];
+            let low = if k < 2 { q & 0x0f } else { q >> 4 };
+            (low, blk.qh[32 * n + l] >> (2 * k) & 3)
+        };
         for v in 0..32 {
+            let (g, i) = (v / 4, v % 4);
+            let (p, c) = (v / 2, 2 * (v % 2));
             for j in 0..4 {
-                let i = 4 * v + j;
-                let (n, l) = (i / 64, i % 64);
-                let (p, k) = (v / 2, 2 * (v % 2));
-                for (h, e) in [(0, 128 * n + l), (1, 128 * n + 64 + l)] {
-                    self.qh[p][r][j] |= high(e) << (2 * (k + h));
-                }
+                let (lo, lo_high) = code(32 * g + 4 * i + j);
+                let (hi, hi_high) = code(32 * g + 16 + 4 * i + j);
+                self.ql[v][r][j] = lo | hi << 4;
+                self.qh[p][r][j] |= lo_high << (2 * c) | hi_high << (2 * (c + 1));
             }
         }
         for s in 0..16 {

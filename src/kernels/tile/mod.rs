@@ -71,10 +71,34 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     /// Bits shifted in from a neighbouring byte must be outside `mask`.
     fn shift_mask(self, v: Self::V, shift: i32, mask: u8) -> Self::V;
     fn or(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `base | (from shifted by shift) & mask` (see [`Engine::shift_mask`]), where
+    /// `base` has no bit of `mask` set: how high bits join their nibbles.
+    #[inline(always)]
+    fn merge_bits(self, base: Self::V, from: Self::V, shift: i32, mask: u8) -> Self::V {
+        self.or(base, self.shift_mask(from, shift, mask))
+    }
     /// Per byte, wrapping `v - k`.
     fn sub(self, v: Self::V, k: u8) -> Self::V;
     /// Q8_0's signed codes as this engine's dots take them.
     fn q8_codes(self, v: Self::V) -> Self::V;
+
+    /// What one step of a Q4_0 code is worth in [`Engine::q4_0_codes`]'s output: 1,
+    /// or 16 for engines that read the signed nibbles in the high half of a byte.
+    const Q4_0_UNIT: i32 = 1;
+    /// Q4_0's low and high nibble codes of a tile vector (nibbles stored as `q ^ 8`):
+    /// unsigned `q` for correcting engines, `(q - 8)·Q4_0_UNIT` for centring ones.
+    #[inline(always)]
+    fn q4_0_codes(self, x: Self::V) -> [Self::V; 2] {
+        let x = self.xor(x, 0x88);
+        let (lo, hi) = (self.shift_mask(x, 0, 0x0f), self.shift_mask(x, -4, 0x0f));
+        if Self::CENTERS {
+            [self.sub(lo, 8), self.sub(hi, 8)]
+        } else {
+            [lo, hi]
+        }
+    }
+    /// Per byte, `v ^ k`.
+    fn xor(self, v: Self::V, k: u8) -> Self::V;
 
     /// `init[t] + Σ_j codes[j] · word w0 + j` of each token, per row: codes of
     /// magnitude at most `bound` (unsigned 0..=bound, or signed when
@@ -120,8 +144,15 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
 
     fn rows_u8(self, b: &[u8; R]) -> Self::RowsI;
     fn rows_i8(self, b: &[i8; R]) -> Self::RowsI;
+    /// Four rows of signed bytes at once (Q6_K's sub-block scales).
+    #[inline(always)]
+    fn rows_i8_x4(self, b: &[[i8; R]; 4]) -> [Self::RowsI; 4] {
+        core::array::from_fn(|i| self.rows_i8(&b[i]))
+    }
     fn rows_f16(self, b: &[f16; R]) -> Self::RowsF;
     fn rows_f32(self, b: &[f32; R]) -> Self::RowsF;
+    /// Every row's value times `k`.
+    fn scale_rows(self, r: Self::RowsF, k: f32) -> Self::RowsF;
 
     fn zero_f<const T: usize>(self) -> [Self::F; T];
     /// `acc + f32(x) · (rows ⊗ tokens)`.

@@ -50,6 +50,22 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
         v.map(|l| l.map(|b| b.wrapping_sub(k)))
     }
 
+    /// Centring references read Q4_0 as the signed engines do: nibbles ×16.
+    const Q4_0_UNIT: i32 = if CENTERS { 16 } else { 1 };
+
+    fn q4_0_codes(self, x: Self::V) -> [Self::V; 2] {
+        if CENTERS {
+            [self.shift_mask(x, 4, 0xf0), self.shift_mask(x, 0, 0xf0)]
+        } else {
+            let x = self.xor(x, 0x88);
+            [self.shift_mask(x, 0, 0x0f), self.shift_mask(x, -4, 0x0f)]
+        }
+    }
+
+    fn xor(self, v: Self::V, k: u8) -> Self::V {
+        v.map(|l| l.map(|b| b ^ k))
+    }
+
     fn q8_codes(self, v: Self::V) -> Self::V {
         if CENTERS {
             v
@@ -143,6 +159,10 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
 
     fn rows_f32(self, b: &[f32; R]) -> Self::RowsF {
         *b
+    }
+
+    fn scale_rows(self, r: Self::RowsF, k: f32) -> Self::RowsF {
+        r.map(|v| v * k)
     }
 
     fn zero_f<const T: usize>(self) -> [Self::F; T] {

@@ -339,7 +339,8 @@ fn token_groups_cover_every_token_once() {
 }
 
 /// The Q4_0 tile layout, byte by byte: lane `r` of code vector `v` of block `k` is
-/// bytes `4v..4v + 4` of row `r`'s `qs`; a missing row and the padding block are zero.
+/// bytes `4v..4v + 4` of row `r`'s `qs`, each nibble XOR 8; a missing row and the
+/// padding block are zero (value 0 under scale 0).
 #[test]
 fn q4_0_layout_is_as_documented() {
     use crate::quant::BlockQ4_0;
@@ -365,7 +366,7 @@ fn q4_0_layout_is_as_documented() {
             let (tb, k) = (&tbs[b / 2], b % 2);
             for v in 0..4 {
                 let want: [u8; 4] = if r < 3 && b < 3 {
-                    core::array::from_fn(|j| row(r)[b].qs[4 * v + j])
+                    core::array::from_fn(|j| row(r)[b].qs[4 * v + j] ^ 0x88)
                 } else {
                     [0; 4]
                 };

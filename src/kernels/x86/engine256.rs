@@ -69,6 +69,12 @@ unsafe impl Engine<8> for Avx2 {
     }
 
     #[inline(always)]
+    fn xor(self, v: __m256i, k: u8) -> __m256i {
+        // SAFETY: see the impl.
+        unsafe { _mm256_xor_si256(v, _mm256_set1_epi8(k as i8)) }
+    }
+
+    #[inline(always)]
     fn q8_codes(self, v: __m256i) -> __m256i {
         v
     }
@@ -193,6 +199,12 @@ unsafe impl Engine<8> for Avx2 {
     fn rows_f32(self, b: &[f32; 8]) -> __m256 {
         // SAFETY: see the impl; `b` is 8 readable floats.
         unsafe { _mm256_loadu_ps(b.as_ptr()) }
+    }
+
+    #[inline(always)]
+    fn scale_rows(self, r: __m256, k: f32) -> __m256 {
+        // SAFETY: see the impl.
+        unsafe { _mm256_mul_ps(r, _mm256_set1_ps(k)) }
     }
 
     #[inline(always)]

@@ -69,6 +69,16 @@ unsafe impl Engine<16> for Avx512 {
         }
     }
 
+    /// The shift, then one `vpternlogd`: `base | (s & mask)`.
+    #[inline(always)]
+    fn merge_bits(self, base: __m512i, from: __m512i, shift: i32, mask: u8) -> __m512i {
+        // SAFETY: see the impl.
+        unsafe {
+            let s = shift16!(from, shift, _mm512_slli_epi16, _mm512_srli_epi16);
+            _mm512_ternarylogic_epi32::<0xf8>(base, s, _mm512_set1_epi8(mask as i8))
+        }
+    }
+
     #[inline(always)]
     fn or(self, a: __m512i, b: __m512i) -> __m512i {
         // SAFETY: see the impl.
@@ -79,6 +89,12 @@ unsafe impl Engine<16> for Avx512 {
     fn sub(self, v: __m512i, k: u8) -> __m512i {
         // SAFETY: see the impl.
         unsafe { _mm512_sub_epi8(v, _mm512_set1_epi8(k as i8)) }
+    }
+
+    #[inline(always)]
+    fn xor(self, v: __m512i, k: u8) -> __m512i {
+        // SAFETY: see the impl.
+        unsafe { _mm512_xor_si512(v, _mm512_set1_epi8(k as i8)) }
     }
 
     #[inline(always)]
@@ -183,6 +199,12 @@ unsafe impl Engine<16> for Avx512 {
     fn rows_f32(self, b: &[f32; 16]) -> __m512 {
         // SAFETY: see the impl; `b` is 16 readable floats.
         unsafe { _mm512_loadu_ps(b.as_ptr()) }
+    }
+
+    #[inline(always)]
+    fn scale_rows(self, r: __m512, k: f32) -> __m512 {
+        // SAFETY: see the impl.
+        unsafe { _mm512_mul_ps(r, _mm512_set1_ps(k)) }
     }
 
     #[inline(always)]
