@@ -32,7 +32,14 @@ aarch64-unknown-linux-gnu)
     for cpu in ${PHIQ_QEMU_CPUS:-cortex-a53 cortex-a72 cortex-a76 max}; do
         echo "=== aarch64 tests under QEMU_CPU=$cpu"
         start=$(date +%s)
-        QEMU_CPU=$cpu $cargo test --target "$target" "${tests[@]}"
+        # The paths this CPU model must offer: a path that silently disappeared
+        # (detection broken, a table not built) fails the kernel tests.
+        case $cpu in
+        cortex-a76) require=neon,dotprod ;;
+        max) require=neon,dotprod,i8mm ;;
+        *) require=neon ;;
+        esac
+        QEMU_CPU=$cpu PHIQ_REQUIRE_PATHS=$require $cargo test --target "$target" "${tests[@]}"
         echo "=== QEMU_CPU=$cpu: $(( $(date +%s) - start )) s"
     done
     ;;

@@ -3,6 +3,8 @@
 //! `tests/fixtures/e2e_greedy.json` (made on x86-64 with AVX-512). Run under qemu for
 //! each aarch64 CPU model, this proves the ARM paths compute what x86 does.
 //!
+//! Each path also runs with four worker threads, as on a Pi's four cores.
+//!
 //! `PHIQ_E2E_RECORD=1 cargo test --test e2e_greedy` rewrites the fixture.
 
 #[path = "support/oracle.rs"]
@@ -71,6 +73,11 @@ fn greedy_tokens_equal_the_recorded_x86_run_on_every_path() {
             let kernels: &'static Kernels = Box::leak(Box::new(Kernels::for_isa(isa).unwrap()));
             model.use_kernels(kernels).unwrap();
             let (tokens, margins) = generate(&model);
+            // A Pi has four cores: the same tokens with four worker threads (the
+            // products split their rows four ways, the prompt's tokens too).
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+            let (four, _) = pool.install(|| generate(&model));
+            assert_eq!(four, tokens, "{ty} on {} with 4 threads", isa.name());
             let smallest = margins.iter().copied().fold(f32::INFINITY, f32::min);
             eprintln!(
                 "{ty} on {}: {tokens:?} (smallest top-1 margin {smallest:.4})",

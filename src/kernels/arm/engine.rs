@@ -160,20 +160,13 @@ pub(super) fn merge_bits(base: int8x16_t, from: int8x16_t, shift: i32, mask: u8)
     }
 }
 
-/// Sixteen signed bytes (four rows each of four consecutive groups) as four i32
-/// vectors.
+/// Eight signed bytes (four rows of two consecutive groups) as two i32 vectors.
 #[inline(always)]
-pub(super) fn rows_i8_x4(b: &[[i8; 4]; 4]) -> [int32x4_t; 4] {
-    // SAFETY: Advanced SIMD is on every aarch64 core; `b` is 16 readable bytes.
+pub(super) fn rows_i8_x2(b: &[[i8; 4]; 2]) -> [int32x4_t; 2] {
+    // SAFETY: Advanced SIMD is on every aarch64 core; `b` is 8 readable bytes.
     unsafe {
-        let v = vld1q_s8(b.as_ptr().cast());
-        let (lo, hi) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
-        [
-            vmovl_s16(vget_low_s16(lo)),
-            vmovl_high_s16(lo),
-            vmovl_s16(vget_low_s16(hi)),
-            vmovl_high_s16(hi),
-        ]
+        let v = vmovl_s8(vld1_s8(b.as_ptr().cast()));
+        [vmovl_s16(vget_low_s16(v)), vmovl_high_s16(v)]
     }
 }
 
@@ -260,10 +253,10 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
         merge_bits(base, from, shift, mask)
     }
 
-    /// One 16-byte load, widened twice.
+    /// One 8-byte load, widened twice.
     #[inline(always)]
-    fn rows_i8_x4(self, b: &[[i8; 4]; 4]) -> [int32x4_t; 4] {
-        rows_i8_x4(b)
+    fn rows_i8_x2(self, b: &[[i8; 4]; 2]) -> [int32x4_t; 2] {
+        rows_i8_x2(b)
     }
 
     #[inline(always)]

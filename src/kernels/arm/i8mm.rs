@@ -17,7 +17,7 @@ use core::arch::asm;
 use half::f16;
 
 use super::I8mm;
-use super::engine::{bytes4, f16x4, load, merge_bits, rows_i8_x4, shift_mask, x16_nibbles};
+use super::engine::{bytes4, f16x4, load, merge_bits, rows_i8_x2, shift_mask, x16_nibbles};
 use crate::kernels::tile::layout::Lanes;
 use crate::kernels::tile::{Engine, Format, mul_tile};
 
@@ -103,8 +103,8 @@ unsafe impl Engine<4> for I8mm {
     }
 
     #[inline(always)]
-    fn rows_i8_x4(self, b: &[[i8; 4]; 4]) -> [[int32x4_t; 2]; 4] {
-        rows_i8_x4(b).map(|v| pairs_i(v))
+    fn rows_i8_x2(self, b: &[[i8; 4]; 2]) -> [[int32x4_t; 2]; 2] {
+        rows_i8_x2(b).map(|v| pairs_i(v))
     }
 
     #[inline(always)]

@@ -282,9 +282,16 @@ impl Format for Q8_0 {
         mut acc: [E::F; T],
     ) -> [E::F; T] {
         for k in 0..2 {
-            let c: [E::V; 8] = core::array::from_fn(|v| e.q8_codes(e.load(&tb.qs[k][v])));
+            let mut c = [e.load(&tb.qs[k][0]); 8];
+            for (c, q) in c.iter_mut().zip(&tb.qs[k]) {
+                *c = e.q8_codes(e.load(q));
+            }
             let init = if E::Q8_OFFSET != 0 {
-                e.splat_tokens(&a.sums(k, 0).map(|s| -E::Q8_OFFSET * s))
+                let mut sums = a.sums(k, 0);
+                for s in sums.iter_mut() {
+                    *s *= -E::Q8_OFFSET;
+                }
+                e.splat_tokens(&sums)
             } else {
                 e.zero_i()
             };
@@ -327,9 +334,12 @@ macro_rules! k4_format {
                 let words = a.words(0);
                 let mut total = e.zero_i::<T>();
                 for c in 0..4 {
-                    let mut lo: [E::V; 8] = core::array::from_fn(|v| e.load(&tb.qs[8 * c + v]));
-                    let mut hi = lo.map(|x| e.shift_mask(x, -4, 0x0f));
-                    lo = lo.map(|x| e.shift_mask(x, 0, 0x0f));
+                    let (mut lo, mut hi) = ([e.load(&tb.qs[0]); 8], [e.load(&tb.qs[0]); 8]);
+                    for v in 0..8 {
+                        let x = e.load(&tb.qs[8 * c + v]);
+                        lo[v] = e.shift_mask(x, 0, 0x0f);
+                        hi[v] = e.shift_mask(x, -4, 0x0f);
+                    }
                     if $five {
                         k5_high_bits(e, tb, c, &mut lo, &mut hi);
                     }
@@ -346,7 +356,11 @@ macro_rules! k4_format {
                 }
                 let d = a.d(0);
                 let acc = e.fma_scaled(acc, total, e.rows_f16(&tb.d), d);
-                e.fma_scaled(acc, mins, e.rows_f16(&tb.dmin), &d.map(|v| -v))
+                let mut neg = *d;
+                for v in neg.iter_mut() {
+                    *v = -*v;
+                }
+                e.fma_scaled(acc, mins, e.rows_f16(&tb.dmin), &neg)
             }
         }
     };
@@ -416,17 +430,17 @@ impl Format for Q6_K {
     ) -> [E::F; T] {
         let words = a.words(0);
         let mut total = e.zero_i::<T>();
-        // Sub-block scales, four at a time: sc[4q..4q + 4].
-        let sc: [[E::RowsI; 4]; 4] =
-            core::array::from_fn(|q| e.rows_i8_x4(tb.sc[4 * q..4 * q + 4].try_into().unwrap()));
         // Group g: code vectors 4g..4g + 4 (planes 2g, 2g + 1), low nibbles sub-block
-        // 2g, high nibbles 2g + 1. Codes stay unsigned (0..63) on every engine: the -32
+        // 2g, high nibbles 2g + 1, their two scales loaded together. Codes stay unsigned (0..63) on every engine: the -32
         // offset enters through the prepared sums, one per sub-block and token,
         // cheaper than four subtractions.
         for g in 0..8 {
-            let x: [E::V; 4] = core::array::from_fn(|v| e.load(&tb.ql[4 * g + v]));
-            let mut lo = x.map(|x| e.shift_mask(x, 0, 0x0f));
-            let mut hi = x.map(|x| e.shift_mask(x, -4, 0x0f));
+            let (mut lo, mut hi) = ([e.load(&tb.ql[0]); 4], [e.load(&tb.ql[0]); 4]);
+            for v in 0..4 {
+                let x = e.load(&tb.ql[4 * g + v]);
+                lo[v] = e.shift_mask(x, 0, 0x0f);
+                hi[v] = e.shift_mask(x, -4, 0x0f);
+            }
             for p in 0..2 {
                 let plane = e.load(&tb.qh[2 * g + p]);
                 for v in 0..2 {
@@ -436,15 +450,26 @@ impl Format for Q6_K {
                     hi[i] = e.merge_bits(hi[i], plane, 2 - k, 0x30);
                 }
             }
+            let sc = e.rows_i8_x2(tb.sc[2 * g..2 * g + 2].try_into().unwrap());
             for (h, codes) in [&lo, &hi].into_iter().enumerate() {
                 let s = 2 * g + h;
                 let init = e.splat_tokens(&a.sums(0, s));
                 let isum = e.dots(init, codes, words, a.w(), 4 * s, 63);
-                total = e.mla_rows(total, isum, sc[s / 4][s % 4]);
+                total = e.mla_rows(total, isum, sc[h]);
             }
         }
         e.fma_scaled(acc, total, e.rows_f32(&tb.d), a.d(0))
     }
+}
+
+/// Element `i` of each token's eight f32 activations.
+#[inline(always)]
+fn column<const T: usize>(words: &[u32], i: usize) -> [f32; T] {
+    let mut x = [0f32; T];
+    for (t, x) in x.iter_mut().enumerate() {
+        *x = f32::from_bits(words[t * 8 + i]);
+    }
+    x
 }
 
 impl Format for F16 {
@@ -468,8 +493,7 @@ impl Format for F16 {
         mut acc: [E::F; T],
     ) -> [E::F; T] {
         let words = a.words(0);
-        let x =
-            |i: usize| -> [f32; T] { core::array::from_fn(|t| f32::from_bits(words[t * 8 + i])) };
+        let x = |i: usize| column::<T>(words, i);
         if T >= 4 {
             for (i, w) in tb.w.iter().enumerate() {
                 acc = e.fma_outer(acc, e.rows_f16(w), &x(i));

@@ -144,10 +144,10 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
 
     fn rows_u8(self, b: &[u8; R]) -> Self::RowsI;
     fn rows_i8(self, b: &[i8; R]) -> Self::RowsI;
-    /// Four rows of signed bytes at once (Q6_K's sub-block scales).
+    /// Two rows of signed bytes at once (Q6_K's sub-block scales).
     #[inline(always)]
-    fn rows_i8_x4(self, b: &[[i8; R]; 4]) -> [Self::RowsI; 4] {
-        core::array::from_fn(|i| self.rows_i8(&b[i]))
+    fn rows_i8_x2(self, b: &[[i8; R]; 2]) -> [Self::RowsI; 2] {
+        [self.rows_i8(&b[0]), self.rows_i8(&b[1])]
     }
     fn rows_f16(self, b: &[f16; R]) -> Self::RowsF;
     fn rows_f32(self, b: &[f32; R]) -> Self::RowsF;
@@ -243,6 +243,7 @@ pub struct Acts<'a, const T: usize> {
 }
 
 impl<'a, const T: usize> Acts<'a, T> {
+    #[inline(always)]
     fn block(&self, k: usize) -> &'a [u32] {
         let n = T * (self.w + self.s + 2);
         &self.p[k * n..(k + 1) * n]
@@ -258,7 +259,11 @@ impl<'a, const T: usize> Acts<'a, T> {
     #[inline(always)]
     pub fn sums(&self, k: usize, s: usize) -> [i32; T] {
         let b = &self.block(k)[T * self.w..];
-        core::array::from_fn(|t| b[t * self.s + s] as i32)
+        let mut out = [0i32; T];
+        for (t, o) in out.iter_mut().enumerate() {
+            *o = b[t * self.s + s] as i32;
+        }
+        out
     }
 
     /// Activation block `k`'s scale per token.

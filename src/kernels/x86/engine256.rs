@@ -120,8 +120,11 @@ unsafe impl Engine<8> for Avx2 {
         w: usize,
         w0: usize,
     ) -> [__m256i; T] {
-        // SAFETY: see the impl.
-        let abs = codes.map(|c| unsafe { _mm256_abs_epi8(c) });
+        let mut abs = *codes;
+        for a in abs.iter_mut() {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm256_abs_epi8(*a) };
+        }
         let mut acc = init;
         for (t, acc) in acc.iter_mut().enumerate() {
             let a: &[u32; N] = words[t * w + w0..][..N].try_into().unwrap();
@@ -144,8 +147,12 @@ unsafe impl Engine<8> for Avx2 {
 
     #[inline(always)]
     fn splat_tokens<const T: usize>(self, v: &[i32; T]) -> [__m256i; T] {
-        // SAFETY: see the impl.
-        v.map(|x| unsafe { _mm256_set1_epi32(x) })
+        let mut out = self.zero_i::<T>();
+        for (o, &x) in out.iter_mut().zip(v) {
+            // SAFETY: see the impl.
+            *o = unsafe { _mm256_set1_epi32(x) };
+        }
+        out
     }
 
     #[inline(always)]
@@ -155,10 +162,12 @@ unsafe impl Engine<8> for Avx2 {
         x: [__m256i; T],
         rows: __m256i,
     ) -> [__m256i; T] {
-        // SAFETY: see the impl.
-        core::array::from_fn(|t| unsafe {
-            _mm256_add_epi32(acc[t], _mm256_mullo_epi32(x[t], rows))
-        })
+        let mut acc = acc;
+        for (a, x) in acc.iter_mut().zip(x) {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm256_add_epi32(*a, _mm256_mullo_epi32(x, rows)) };
+        }
+        acc
     }
 
     #[inline(always)]
@@ -168,13 +177,12 @@ unsafe impl Engine<8> for Avx2 {
         rows: __m256i,
         tokens: &[i32; T],
     ) -> [__m256i; T] {
-        core::array::from_fn(|t| {
+        let mut acc = acc;
+        for (a, &t) in acc.iter_mut().zip(tokens) {
             // SAFETY: see the impl.
-            unsafe {
-                let b = _mm256_set1_epi32(tokens[t]);
-                _mm256_add_epi32(acc[t], _mm256_mullo_epi32(rows, b))
-            }
-        })
+            *a = unsafe { _mm256_add_epi32(*a, _mm256_mullo_epi32(rows, _mm256_set1_epi32(t))) };
+        }
+        acc
     }
 
     #[inline(always)]
@@ -221,13 +229,15 @@ unsafe impl Engine<8> for Avx2 {
         rows: __m256,
         tokens: &[f32; T],
     ) -> [__m256; T] {
-        core::array::from_fn(|t| {
+        let mut acc = acc;
+        for ((a, x), &t) in acc.iter_mut().zip(x).zip(tokens) {
             // SAFETY: see the impl.
-            unsafe {
-                let s = _mm256_mul_ps(rows, _mm256_set1_ps(tokens[t]));
-                _mm256_fmadd_ps(_mm256_cvtepi32_ps(x[t]), s, acc[t])
-            }
-        })
+            *a = unsafe {
+                let s = _mm256_mul_ps(rows, _mm256_set1_ps(t));
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(x), s, *a)
+            };
+        }
+        acc
     }
 
     #[inline(always)]
@@ -237,16 +247,22 @@ unsafe impl Engine<8> for Avx2 {
         rows: __m256,
         tokens: &[f32; T],
     ) -> [__m256; T] {
-        // SAFETY: see the impl.
-        core::array::from_fn(|t| unsafe {
-            _mm256_fmadd_ps(rows, _mm256_set1_ps(tokens[t]), acc[t])
-        })
+        let mut acc = acc;
+        for (a, &t) in acc.iter_mut().zip(tokens) {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm256_fmadd_ps(rows, _mm256_set1_ps(t), *a) };
+        }
+        acc
     }
 
     #[inline(always)]
     fn add_f<const T: usize>(self, a: [__m256; T], b: [__m256; T]) -> [__m256; T] {
-        // SAFETY: see the impl.
-        core::array::from_fn(|t| unsafe { _mm256_add_ps(a[t], b[t]) })
+        let mut a = a;
+        for (a, b) in a.iter_mut().zip(b) {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm256_add_ps(*a, b) };
+        }
+        a
     }
 
     #[inline(always)]

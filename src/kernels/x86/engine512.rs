@@ -144,8 +144,12 @@ unsafe impl Engine<16> for Avx512 {
 
     #[inline(always)]
     fn splat_tokens<const T: usize>(self, v: &[i32; T]) -> [__m512i; T] {
-        // SAFETY: see the impl.
-        v.map(|x| unsafe { _mm512_set1_epi32(x) })
+        let mut out = self.zero_i::<T>();
+        for (o, &x) in out.iter_mut().zip(v) {
+            // SAFETY: see the impl.
+            *o = unsafe { _mm512_set1_epi32(x) };
+        }
+        out
     }
 
     #[inline(always)]
@@ -155,10 +159,12 @@ unsafe impl Engine<16> for Avx512 {
         x: [__m512i; T],
         rows: __m512i,
     ) -> [__m512i; T] {
-        // SAFETY: see the impl.
-        core::array::from_fn(|t| unsafe {
-            _mm512_add_epi32(acc[t], _mm512_mullo_epi32(x[t], rows))
-        })
+        let mut acc = acc;
+        for (a, x) in acc.iter_mut().zip(x) {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm512_add_epi32(*a, _mm512_mullo_epi32(x, rows)) };
+        }
+        acc
     }
 
     #[inline(always)]
@@ -168,13 +174,12 @@ unsafe impl Engine<16> for Avx512 {
         rows: __m512i,
         tokens: &[i32; T],
     ) -> [__m512i; T] {
-        core::array::from_fn(|t| {
+        let mut acc = acc;
+        for (a, &t) in acc.iter_mut().zip(tokens) {
             // SAFETY: see the impl.
-            unsafe {
-                let b = _mm512_set1_epi32(tokens[t]);
-                _mm512_add_epi32(acc[t], _mm512_mullo_epi32(rows, b))
-            }
-        })
+            *a = unsafe { _mm512_add_epi32(*a, _mm512_mullo_epi32(rows, _mm512_set1_epi32(t))) };
+        }
+        acc
     }
 
     #[inline(always)]
@@ -221,13 +226,15 @@ unsafe impl Engine<16> for Avx512 {
         rows: __m512,
         tokens: &[f32; T],
     ) -> [__m512; T] {
-        core::array::from_fn(|t| {
+        let mut acc = acc;
+        for ((a, x), &t) in acc.iter_mut().zip(x).zip(tokens) {
             // SAFETY: see the impl.
-            unsafe {
-                let s = _mm512_mul_ps(rows, _mm512_set1_ps(tokens[t]));
-                _mm512_fmadd_ps(_mm512_cvtepi32_ps(x[t]), s, acc[t])
-            }
-        })
+            *a = unsafe {
+                let s = _mm512_mul_ps(rows, _mm512_set1_ps(t));
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, *a)
+            };
+        }
+        acc
     }
 
     #[inline(always)]
@@ -237,16 +244,22 @@ unsafe impl Engine<16> for Avx512 {
         rows: __m512,
         tokens: &[f32; T],
     ) -> [__m512; T] {
-        // SAFETY: see the impl.
-        core::array::from_fn(|t| unsafe {
-            _mm512_fmadd_ps(rows, _mm512_set1_ps(tokens[t]), acc[t])
-        })
+        let mut acc = acc;
+        for (a, &t) in acc.iter_mut().zip(tokens) {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm512_fmadd_ps(rows, _mm512_set1_ps(t), *a) };
+        }
+        acc
     }
 
     #[inline(always)]
     fn add_f<const T: usize>(self, a: [__m512; T], b: [__m512; T]) -> [__m512; T] {
-        // SAFETY: see the impl.
-        core::array::from_fn(|t| unsafe { _mm512_add_ps(a[t], b[t]) })
+        let mut a = a;
+        for (a, b) in a.iter_mut().zip(b) {
+            // SAFETY: see the impl.
+            *a = unsafe { _mm512_add_ps(*a, b) };
+        }
+        a
     }
 
     #[inline(always)]
