@@ -75,7 +75,10 @@ fn greedy_tokens_equal_the_recorded_x86_run_on_every_path() {
             let (tokens, margins) = generate(&model);
             // A Pi has four cores: the same tokens with four worker threads (the
             // products split their rows four ways, the prompt's tokens too).
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(4)
+                .build()
+                .unwrap();
             let (four, _) = pool.install(|| generate(&model));
             assert_eq!(four, tokens, "{ty} on {} with 4 threads", isa.name());
             let smallest = margins.iter().copied().fold(f32::INFINITY, f32::min);

@@ -14,6 +14,19 @@ use half::f16;
 use crate::kernels::{QuantizeActFn, VecDotFn, scalar};
 use crate::quant::{self, BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType, QK_K, QK8_0};
 
+// Field offsets of the activation blocks, from `crate::quant`'s structs (every one
+// starts with its scale `d`).
+const Q8_0_QS: usize = core::mem::offset_of!(BlockQ8_0, qs);
+const Q8_1_S: usize = core::mem::offset_of!(BlockQ8_1, s);
+const Q8_1_QS: usize = core::mem::offset_of!(BlockQ8_1, qs);
+const Q8_K_QS: usize = core::mem::offset_of!(BlockQ8_K, qs);
+const Q8_K_BSUMS: usize = core::mem::offset_of!(BlockQ8_K, bsums);
+const _: () = assert!(
+    core::mem::offset_of!(BlockQ8_0, d) == 0
+        && core::mem::offset_of!(BlockQ8_1, d) == 0
+        && core::mem::offset_of!(BlockQ8_K, d) == 0
+);
+
 /// 16 bytes of `b` from `at` (in bounds: the range is checked, for constant `at`
 /// at compile time).
 #[target_feature(enable = "neon")]
@@ -206,8 +219,8 @@ pub(super) fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
         match q8_block(xs) {
             Some((d, q)) => {
                 o[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                st_s8(o, 2, q[0]);
-                st_s8(o, 18, q[1]);
+                st_s8(o, Q8_0_QS, q[0]);
+                st_s8(o, Q8_0_QS + 16, q[1]);
             }
             None => quant::with_blocks_mut(o, |b| quant::quantize_row_q8_0_ref(xs, b)),
         }
@@ -231,9 +244,9 @@ pub(super) fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
             Some((d, q)) => {
                 let sum = i32::from(vaddlvq_s8(q[0])) + i32::from(vaddlvq_s8(q[1]));
                 o[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                o[2..4].copy_from_slice(&f16::from_f32(sum as f32 * d).to_le_bytes());
-                st_s8(o, 4, q[0]);
-                st_s8(o, 20, q[1]);
+                o[Q8_1_S..Q8_1_S + 2].copy_from_slice(&f16::from_f32(sum as f32 * d).to_le_bytes());
+                st_s8(o, Q8_1_QS, q[0]);
+                st_s8(o, Q8_1_QS + 16, q[1]);
             }
             None => quant::with_blocks_mut(o, |b| quant::quantize_row_q8_1_ref(xs, b)),
         }
@@ -277,9 +290,9 @@ pub(super) fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
                 vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(v16[k], iscale)), max_code)
             });
             let codes = narrow(q);
-            st_s8(o, 4 + 16 * g, codes);
+            st_s8(o, Q8_K_QS + 16 * g, codes);
             let bsum = vaddlvq_s8(codes);
-            o[260 + 2 * g..262 + 2 * g].copy_from_slice(&bsum.to_le_bytes());
+            o[Q8_K_BSUMS + 2 * g..Q8_K_BSUMS + 2 * g + 2].copy_from_slice(&bsum.to_le_bytes());
         }
     }
 }
@@ -299,13 +312,13 @@ pub(super) fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
-/// Σ m_j·(bsums[2j] + bsums[2j+1]) of a Q8_K block `y` (bsums at bytes 260..292),
+/// Σ m_j·(bsums[2j] + bsums[2j+1]) of a Q8_K block `y`,
 /// widened to i32 before any addition, as the scalar code does.
 #[target_feature(enable = "neon")]
 #[inline]
 pub(super) fn mins_dot(y: &[u8; size_of::<BlockQ8_K>()], mins: &[u8; 8]) -> i32 {
-    let b0 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(y, 260)));
-    let b1 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(y, 276)));
+    let b0 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(y, Q8_K_BSUMS)));
+    let b1 = vpaddlq_s16(vreinterpretq_s16_u8(ld_u8(y, Q8_K_BSUMS + 16)));
     let m = vmovl_u8(vcreate_u8(u64::from_le_bytes(*mins)));
     let m0 = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(m)));
     let m1 = vreinterpretq_s32_u32(vmovl_high_u16(m));

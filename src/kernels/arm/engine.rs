@@ -16,8 +16,8 @@ use core::arch::asm;
 use half::f16;
 
 use super::{Dotprod, Neon};
+use crate::kernels::tile::Engine;
 use crate::kernels::tile::layout::Lanes;
-use crate::kernels::tile::{Engine, Format, mul_tile};
 
 /// Tokens per full group.
 pub(super) const TOKENS: usize = 8;
@@ -224,6 +224,70 @@ pub(super) fn shift_mask(v: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
     }
 }
 
+/// The methods every 4-row aarch64 engine shares: the byte operations on code
+/// vectors and the accumulators' zeros and sums (Advanced SIMD, on every core).
+macro_rules! neon_byte_ops {
+    () => {
+        #[inline(always)]
+        fn load(self, v: &Lanes<4>) -> int8x16_t {
+            $crate::kernels::arm::engine::load(v)
+        }
+        #[inline(always)]
+        fn shift_mask(self, v: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
+            $crate::kernels::arm::engine::shift_mask(v, shift, mask)
+        }
+        /// One BIT after the shift: the masked bits of the shifted plane into `base`.
+        #[inline(always)]
+        fn merge_bits(self, base: int8x16_t, from: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
+            $crate::kernels::arm::engine::merge_bits(base, from, shift, mask)
+        }
+        #[inline(always)]
+        fn or(self, a: int8x16_t, b: int8x16_t) -> int8x16_t {
+            // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+            // the references they are given.
+            unsafe { vorrq_s8(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, v: int8x16_t, k: u8) -> int8x16_t {
+            // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+            // the references they are given.
+            unsafe { vsubq_s8(v, vdupq_n_s8(k as i8)) }
+        }
+        #[inline(always)]
+        fn q8_codes(self, v: int8x16_t) -> int8x16_t {
+            v
+        }
+        #[inline(always)]
+        fn xor(self, v: int8x16_t, k: u8) -> int8x16_t {
+            // SAFETY: Advanced SIMD is on every aarch64 core.
+            unsafe { veorq_s8(v, vdupq_n_s8(k as i8)) }
+        }
+        #[inline(always)]
+        fn zero_i<const T: usize>(self) -> [int32x4_t; T] {
+            // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+            // the references they are given.
+            unsafe { [vdupq_n_s32(0); T] }
+        }
+        #[inline(always)]
+        fn zero_f<const T: usize>(self) -> [float32x4_t; T] {
+            // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+            // the references they are given.
+            unsafe { [vdupq_n_f32(0.0); T] }
+        }
+        #[inline(always)]
+        fn add_f<const T: usize>(
+            self,
+            a: [float32x4_t; T],
+            b: [float32x4_t; T],
+        ) -> [float32x4_t; T] {
+            // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
+            // the references they are given.
+            unsafe { core::array::from_fn(|t| vaddq_f32(a[t], b[t])) }
+        }
+    };
+}
+pub(super) use neon_byte_ops;
+
 // SAFETY: an `Arm<M>` holds an `M`, a proof of detection (`Neon` or `Dotprod`): every
 // intrinsic below is base Advanced SIMD, and `M::dots` uses only what `M` proves.
 unsafe impl<M: IntDots> Engine<4> for Arm<M> {
@@ -237,21 +301,7 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     const PAIRED: bool = false;
     const Q8_OFFSET: i32 = 0;
 
-    #[inline(always)]
-    fn load(self, v: &Lanes<4>) -> int8x16_t {
-        load(v)
-    }
-
-    #[inline(always)]
-    fn shift_mask(self, v: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
-        shift_mask(v, shift, mask)
-    }
-
-    /// One BIT after the shift: the masked bits of the shifted plane into `base`.
-    #[inline(always)]
-    fn merge_bits(self, base: int8x16_t, from: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
-        merge_bits(base, from, shift, mask)
-    }
+    neon_byte_ops!();
 
     /// One 8-byte load, widened twice.
     #[inline(always)]
@@ -259,36 +309,11 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
         rows_i8_x2(b)
     }
 
-    #[inline(always)]
-    fn or(self, a: int8x16_t, b: int8x16_t) -> int8x16_t {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { vorrq_s8(a, b) }
-    }
-
-    #[inline(always)]
-    fn sub(self, v: int8x16_t, k: u8) -> int8x16_t {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { vsubq_s8(v, vdupq_n_s8(k as i8)) }
-    }
-
-    #[inline(always)]
-    fn q8_codes(self, v: int8x16_t) -> int8x16_t {
-        v
-    }
-
     const Q4_0_UNIT: i32 = M::Q4_0_UNIT;
 
     #[inline(always)]
     fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2] {
         self.m.q4_0_codes(x)
-    }
-
-    #[inline(always)]
-    fn xor(self, v: int8x16_t, k: u8) -> int8x16_t {
-        // SAFETY: Advanced SIMD is on every aarch64 core.
-        unsafe { veorq_s8(v, vdupq_n_s8(k as i8)) }
     }
 
     #[inline(always)]
@@ -314,13 +339,6 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
         w0: usize,
     ) -> [int32x4_t; T] {
         self.m.dots(init, codes, words, w, w0, 128)
-    }
-
-    #[inline(always)]
-    fn zero_i<const T: usize>(self) -> [int32x4_t; T] {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { [vdupq_n_s32(0); T] }
     }
 
     #[inline(always)]
@@ -382,13 +400,6 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     }
 
     #[inline(always)]
-    fn zero_f<const T: usize>(self) -> [float32x4_t; T] {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { [vdupq_n_f32(0.0); T] }
-    }
-
-    #[inline(always)]
     fn fma_scaled<const T: usize>(
         self,
         acc: [float32x4_t; T],
@@ -418,13 +429,6 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     }
 
     #[inline(always)]
-    fn add_f<const T: usize>(self, a: [float32x4_t; T], b: [float32x4_t; T]) -> [float32x4_t; T] {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { core::array::from_fn(|t| vaddq_f32(a[t], b[t])) }
-    }
-
-    #[inline(always)]
     fn store<const T: usize>(self, acc: &[float32x4_t; T], out: &mut [f32]) {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
         // the references they are given.
@@ -436,56 +440,18 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     }
 }
 
-/// One tile of 4 rows times one prepared token, NEON.
-pub(super) fn gemv_neon_4x1<F: Format>(_c: usize, tile: &[u8], group: &[u32], out: &mut [f32]) {
-    mul_tile::<F, Arm<Neon>, 4, 1>(Arm { m: Neon::get() }, tile, group, out)
+pub(super) mod neon {
+    use super::*;
+    crate::kernels::tile::tile_entries!(
+        engine: Arm<Neon>, rows: 4, features: "neon", get: Arm { m: Neon::get() },
+        gemv: gemv_4x1, gemm: gemm_4x8 [8, 4, 2]
+    );
 }
 
-/// One tile of 4 rows times a prepared group of `n` tokens (8, 4 or 2), NEON.
-pub(super) fn gemm_neon_4x8<F: Format>(
-    _c: usize,
-    tile: &[u8],
-    group: &[u32],
-    n: usize,
-    out: &mut [f32],
-) {
-    let e = Arm { m: Neon::get() };
-    match n {
-        8 => mul_tile::<F, Arm<Neon>, 4, 8>(e, tile, group, out),
-        4 => mul_tile::<F, Arm<Neon>, 4, 4>(e, tile, group, out),
-        2 => mul_tile::<F, Arm<Neon>, 4, 2>(e, tile, group, out),
-        _ => mul_tile::<F, Arm<Neon>, 4, 1>(e, tile, group, out),
-    }
-}
-
-#[target_feature(enable = "neon,dotprod")]
-fn mul_dotprod<F: Format, const T: usize>(e: Dotprod, tile: &[u8], group: &[u32], out: &mut [f32]) {
-    mul_tile::<F, Arm<Dotprod>, 4, T>(Arm { m: e }, tile, group, out)
-}
-
-/// One tile of 4 rows times one prepared token, `sdot`.
-pub(super) fn gemv_dotprod_4x1<F: Format>(_c: usize, tile: &[u8], group: &[u32], out: &mut [f32]) {
-    let e = Dotprod::get();
-    // SAFETY: `e` exists, so this CPU has FEAT_DotProd.
-    unsafe { mul_dotprod::<F, 1>(e, tile, group, out) }
-}
-
-/// One tile of 4 rows times a prepared group of `n` tokens (8, 4 or 2), `sdot`.
-pub(super) fn gemm_dotprod_4x8<F: Format>(
-    _c: usize,
-    tile: &[u8],
-    group: &[u32],
-    n: usize,
-    out: &mut [f32],
-) {
-    let e = Dotprod::get();
-    // SAFETY: `e` exists, so this CPU has FEAT_DotProd.
-    unsafe {
-        match n {
-            8 => mul_dotprod::<F, 8>(e, tile, group, out),
-            4 => mul_dotprod::<F, 4>(e, tile, group, out),
-            2 => mul_dotprod::<F, 2>(e, tile, group, out),
-            _ => mul_dotprod::<F, 1>(e, tile, group, out),
-        }
-    }
+pub(super) mod dotprod {
+    use super::*;
+    crate::kernels::tile::tile_entries!(
+        engine: Arm<Dotprod>, rows: 4, features: "neon,dotprod", get: Arm { m: Dotprod::get() },
+        gemv: gemv_4x1, gemm: gemm_4x8 [8, 4, 2]
+    );
 }

@@ -17,9 +17,9 @@ use core::arch::asm;
 use half::f16;
 
 use super::I8mm;
-use super::engine::{bytes4, f16x4, load, merge_bits, rows_i8_x2, shift_mask, x16_nibbles};
+use super::engine::{bytes4, f16x4, neon_byte_ops, rows_i8_x2, x16_nibbles};
+use crate::kernels::tile::Engine;
 use crate::kernels::tile::layout::Lanes;
-use crate::kernels::tile::{Engine, Format, mul_tile};
 
 /// Tokens per full group (four pairs).
 pub(super) const TOKENS: usize = 8;
@@ -87,43 +87,11 @@ unsafe impl Engine<4> for I8mm {
     const PAIRED: bool = true;
     const Q8_OFFSET: i32 = 0;
 
-    #[inline(always)]
-    fn load(self, v: &Lanes<4>) -> int8x16_t {
-        load(v)
-    }
-
-    #[inline(always)]
-    fn shift_mask(self, v: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
-        shift_mask(v, shift, mask)
-    }
-
-    #[inline(always)]
-    fn merge_bits(self, base: int8x16_t, from: int8x16_t, shift: i32, mask: u8) -> int8x16_t {
-        merge_bits(base, from, shift, mask)
-    }
+    neon_byte_ops!();
 
     #[inline(always)]
     fn rows_i8_x2(self, b: &[[i8; 4]; 2]) -> [[int32x4_t; 2]; 2] {
         rows_i8_x2(b).map(|v| pairs_i(v))
-    }
-
-    #[inline(always)]
-    fn or(self, a: int8x16_t, b: int8x16_t) -> int8x16_t {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { vorrq_s8(a, b) }
-    }
-
-    #[inline(always)]
-    fn sub(self, v: int8x16_t, k: u8) -> int8x16_t {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { vsubq_s8(v, vdupq_n_s8(k as i8)) }
-    }
-
-    #[inline(always)]
-    fn q8_codes(self, v: int8x16_t) -> int8x16_t {
-        v
     }
 
     const Q4_0_UNIT: i32 = 16;
@@ -131,12 +99,6 @@ unsafe impl Engine<4> for I8mm {
     #[inline(always)]
     fn q4_0_codes(self, x: int8x16_t) -> [int8x16_t; 2] {
         x16_nibbles(x)
-    }
-
-    #[inline(always)]
-    fn xor(self, v: int8x16_t, k: u8) -> int8x16_t {
-        // SAFETY: Advanced SIMD is on every aarch64 core.
-        unsafe { veorq_s8(v, vdupq_n_s8(k as i8)) }
     }
 
     #[inline(always)]
@@ -181,13 +143,6 @@ unsafe impl Engine<4> for I8mm {
         w0: usize,
     ) -> [int32x4_t; T] {
         self.dots(init, codes, words, w, w0, 128)
-    }
-
-    #[inline(always)]
-    fn zero_i<const T: usize>(self) -> [int32x4_t; T] {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { [vdupq_n_s32(0); T] }
     }
 
     #[inline(always)]
@@ -249,13 +204,6 @@ unsafe impl Engine<4> for I8mm {
     }
 
     #[inline(always)]
-    fn zero_f<const T: usize>(self) -> [float32x4_t; T] {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { [vdupq_n_f32(0.0); T] }
-    }
-
-    #[inline(always)]
     fn fma_scaled<const T: usize>(
         self,
         acc: [float32x4_t; T],
@@ -288,13 +236,6 @@ unsafe impl Engine<4> for I8mm {
     }
 
     #[inline(always)]
-    fn add_f<const T: usize>(self, a: [float32x4_t; T], b: [float32x4_t; T]) -> [float32x4_t; T] {
-        // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
-        // the references they are given.
-        unsafe { core::array::from_fn(|t| vaddq_f32(a[t], b[t])) }
-    }
-
-    #[inline(always)]
     fn store<const T: usize>(self, acc: &[float32x4_t; T], out: &mut [f32]) {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
         // the references they are given.
@@ -315,26 +256,7 @@ unsafe impl Engine<4> for I8mm {
     }
 }
 
-#[target_feature(enable = "neon,dotprod,i8mm")]
-fn mul<F: Format, const T: usize>(e: I8mm, tile: &[u8], group: &[u32], out: &mut [f32]) {
-    mul_tile::<F, I8mm, 4, T>(e, tile, group, out)
-}
-
-/// One tile of 4 rows times a prepared group of `n` tokens (8, 4 or 2), `smmla`.
-pub(super) fn gemm_i8mm_4x8<F: Format>(
-    _c: usize,
-    tile: &[u8],
-    group: &[u32],
-    n: usize,
-    out: &mut [f32],
-) {
-    let e = I8mm::get();
-    // SAFETY: `e` exists, so this CPU has FEAT_I8MM and FEAT_DotProd.
-    unsafe {
-        match n {
-            8 => mul::<F, 8>(e, tile, group, out),
-            4 => mul::<F, 4>(e, tile, group, out),
-            _ => mul::<F, 2>(e, tile, group, out),
-        }
-    }
-}
+crate::kernels::tile::tile_entries!(
+    engine: I8mm, rows: 4, features: "neon,dotprod,i8mm", get: I8mm::get(),
+    gemm: gemm_4x8 [8, 4, 2]
+);

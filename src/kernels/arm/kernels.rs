@@ -30,17 +30,54 @@ macro_rules! quantized_kernels {
         use crate::kernels::{VecDotFn, scalar};
         use crate::quant::GgmlType;
 
-        /// Block sizes in bytes.
-        const Q4_0: usize = 18;
-        const Q4_1: usize = 20;
-        const Q5_0: usize = 22;
-        const Q5_1: usize = 24;
-        const Q8_0: usize = 34;
-        const Q8_1: usize = 36;
-        const Q4_K: usize = 144;
-        const Q5_K: usize = 176;
-        const Q6_K: usize = 210;
-        const Q8_K: usize = 292;
+        use crate::quant::{
+            BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
+            BlockQ8_1, BlockQ8_K,
+        };
+        use core::mem::offset_of;
+
+        // Block sizes and field offsets in bytes: `crate::quant`'s block structs, the
+        // one definition of ggml's layouts, read here as byte arrays.
+        const Q4_0: usize = size_of::<BlockQ4_0>();
+        const Q4_1: usize = size_of::<BlockQ4_1>();
+        const Q5_0: usize = size_of::<BlockQ5_0>();
+        const Q5_1: usize = size_of::<BlockQ5_1>();
+        const Q8_0: usize = size_of::<BlockQ8_0>();
+        const Q8_1: usize = size_of::<BlockQ8_1>();
+        const Q4_K: usize = size_of::<BlockQ4_K>();
+        const Q5_K: usize = size_of::<BlockQ5_K>();
+        const Q6_K: usize = size_of::<BlockQ6_K>();
+        const Q8_K: usize = size_of::<BlockQ8_K>();
+        const Q4_0_QS: usize = offset_of!(BlockQ4_0, qs);
+        const Q4_1_M: usize = offset_of!(BlockQ4_1, m);
+        const Q4_1_QS: usize = offset_of!(BlockQ4_1, qs);
+        const Q5_0_QH: usize = offset_of!(BlockQ5_0, qh);
+        const Q5_0_QS: usize = offset_of!(BlockQ5_0, qs);
+        const Q5_1_M: usize = offset_of!(BlockQ5_1, m);
+        const Q5_1_QH: usize = offset_of!(BlockQ5_1, qh);
+        const Q5_1_QS: usize = offset_of!(BlockQ5_1, qs);
+        const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
+        const Q8_1_S: usize = offset_of!(BlockQ8_1, s);
+        const Q8_1_QS: usize = offset_of!(BlockQ8_1, qs);
+        const QK_DMIN: usize = offset_of!(BlockQ4_K, dmin);
+        const QK_SCALES: usize = offset_of!(BlockQ4_K, scales);
+        const Q4_K_QS: usize = offset_of!(BlockQ4_K, qs);
+        const Q5_K_QH: usize = offset_of!(BlockQ5_K, qh);
+        const Q5_K_QS: usize = offset_of!(BlockQ5_K, qs);
+        const Q6_K_QL: usize = offset_of!(BlockQ6_K, ql);
+        const Q6_K_QH: usize = offset_of!(BlockQ6_K, qh);
+        const Q6_K_SCALES: usize = offset_of!(BlockQ6_K, scales);
+        const Q6_K_D: usize = offset_of!(BlockQ6_K, d);
+        const Q8_K_QS: usize = offset_of!(BlockQ8_K, qs);
+        const _: () = {
+            // Every block starts with its scale `d` (Q6_K's is last), and Q5_K's
+            // header is Q4_K's.
+            assert!(offset_of!(BlockQ4_0, d) == 0 && offset_of!(BlockQ8_K, d) == 0);
+            assert!(
+                offset_of!(BlockQ5_K, dmin) == QK_DMIN
+                    && offset_of!(BlockQ5_K, scales) == QK_SCALES
+            );
+        };
 
         #[target_feature(enable = $features)]
         #[inline]
@@ -62,10 +99,10 @@ macro_rules! quantized_kernels {
             let eight = vdupq_n_s8(8);
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let (lo, hi) = nibbles(ld_u8(x, 2));
+                let (lo, hi) = nibbles(ld_u8(x, Q4_0_QS));
                 let w0 = vsubq_s8(s8(lo), eight);
                 let w1 = vsubq_s8(s8(hi), eight);
-                let isum = dot32_small(w0, ld_s8(y, 2), w1, ld_s8(y, 18));
+                let isum = dot32_small(w0, ld_s8(y, Q8_0_QS), w1, ld_s8(y, Q8_0_QS + 16));
                 sumf += isum as f32 * f16_at(x, 0) * f16_at(y, 0);
             }
             sumf
@@ -77,9 +114,10 @@ macro_rules! quantized_kernels {
             let (xs, ys) = row_blocks::<Q4_1, Q8_1>(n, 32, w, a);
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let (lo, hi) = nibbles(ld_u8(x, 4));
-                let isum = dot32_small(s8(lo), ld_s8(y, 4), s8(hi), ld_s8(y, 20));
-                sumf += (f16_at(x, 0) * f16_at(y, 0)) * isum as f32 + f16_at(x, 2) * f16_at(y, 2);
+                let (lo, hi) = nibbles(ld_u8(x, Q4_1_QS));
+                let isum = dot32_small(s8(lo), ld_s8(y, Q8_1_QS), s8(hi), ld_s8(y, Q8_1_QS + 16));
+                sumf += (f16_at(x, 0) * f16_at(y, 0)) * isum as f32
+                    + f16_at(x, Q4_1_M) * f16_at(y, Q8_1_S);
             }
             sumf
         }
@@ -91,12 +129,14 @@ macro_rules! quantized_kernels {
             let sixteen = vdupq_n_u8(16);
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let (set0, set1) = fifth_bits(u32::from_le_bytes([x[2], x[3], x[4], x[5]]));
-                let (lo, hi) = nibbles(ld_u8(x, 6));
+                let (set0, set1) = fifth_bits(u32::from_le_bytes(
+                    x[Q5_0_QH..Q5_0_QH + 4].try_into().unwrap(),
+                ));
+                let (lo, hi) = nibbles(ld_u8(x, Q5_0_QS));
                 // code - 16 = nibble - (16 unless the fifth bit is set)
                 let w0 = vsubq_s8(s8(lo), s8(vbicq_u8(sixteen, set0)));
                 let w1 = vsubq_s8(s8(hi), s8(vbicq_u8(sixteen, set1)));
-                let isum = dot32_small(w0, ld_s8(y, 2), w1, ld_s8(y, 18));
+                let isum = dot32_small(w0, ld_s8(y, Q8_0_QS), w1, ld_s8(y, Q8_0_QS + 16));
                 sumf += (f16_at(x, 0) * f16_at(y, 0)) * isum as f32;
             }
             sumf
@@ -109,12 +149,15 @@ macro_rules! quantized_kernels {
             let sixteen = vdupq_n_u8(16);
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let (set0, set1) = fifth_bits(u32::from_le_bytes([x[4], x[5], x[6], x[7]]));
-                let (lo, hi) = nibbles(ld_u8(x, 8));
+                let (set0, set1) = fifth_bits(u32::from_le_bytes(
+                    x[Q5_1_QH..Q5_1_QH + 4].try_into().unwrap(),
+                ));
+                let (lo, hi) = nibbles(ld_u8(x, Q5_1_QS));
                 let w0 = vorrq_u8(lo, vandq_u8(sixteen, set0));
                 let w1 = vorrq_u8(hi, vandq_u8(sixteen, set1));
-                let isum = dot32_small(s8(w0), ld_s8(y, 4), s8(w1), ld_s8(y, 20));
-                sumf += (f16_at(x, 0) * f16_at(y, 0)) * isum as f32 + f16_at(x, 2) * f16_at(y, 2);
+                let isum = dot32_small(s8(w0), ld_s8(y, Q8_1_QS), s8(w1), ld_s8(y, Q8_1_QS + 16));
+                sumf += (f16_at(x, 0) * f16_at(y, 0)) * isum as f32
+                    + f16_at(x, Q5_1_M) * f16_at(y, Q8_1_S);
             }
             sumf
         }
@@ -125,7 +168,12 @@ macro_rules! quantized_kernels {
             let (xs, ys) = row_blocks::<Q8_0, Q8_0>(n, 32, w, a);
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let isum = dot32(ld_s8(x, 2), ld_s8(y, 2), ld_s8(x, 18), ld_s8(y, 18));
+                let isum = dot32(
+                    ld_s8(x, Q8_0_QS),
+                    ld_s8(y, Q8_0_QS),
+                    ld_s8(x, Q8_0_QS + 16),
+                    ld_s8(y, Q8_0_QS + 16),
+                );
                 sumf += isum as f32 * (f16_at(x, 0) * f16_at(y, 0));
             }
             sumf
@@ -139,12 +187,12 @@ macro_rules! quantized_kernels {
             let mut lanes = [vdupq_n_f32(0.0); 2];
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let (sc, m) = scales_mins_k4(x[4..16].try_into().unwrap());
+                let (sc, m) = scales_mins_k4(x[QK_SCALES..QK_SCALES + 12].try_into().unwrap());
                 let mut acc = [vdupq_n_s32(0); 2];
                 for c in 0..4 {
-                    let (lo0, hi0) = nibbles(ld_u8(x, 16 + 32 * c));
-                    let (lo1, hi1) = nibbles(ld_u8(x, 32 + 32 * c));
-                    let at = 4 + 64 * c;
+                    let (lo0, hi0) = nibbles(ld_u8(x, Q4_K_QS + 32 * c));
+                    let (lo1, hi1) = nibbles(ld_u8(x, Q4_K_QS + 16 + 32 * c));
+                    let at = Q8_K_QS + 64 * c;
                     let (a0, a1) = (ld_s8(y, at), ld_s8(y, at + 16));
                     let (a2, a3) = (ld_s8(y, at + 32), ld_s8(y, at + 48));
                     acc = acc32(acc, s8(lo0), a0, s8(lo1), a1, i32::from(sc[2 * c]));
@@ -152,7 +200,7 @@ macro_rules! quantized_kernels {
                 }
                 let yd = q8_k_d(y);
                 lanes = add_scaled(lanes, acc, f16_at(x, 0) * yd);
-                sumf -= f16_at(x, 2) * yd * mins_dot(y, &m) as f32;
+                sumf -= f16_at(x, QK_DMIN) * yd * mins_dot(y, &m) as f32;
             }
             k_fold(sumf, lanes)
         }
@@ -167,17 +215,17 @@ macro_rules! quantized_kernels {
             let mut lanes = [vdupq_n_f32(0.0); 2];
             let mut sumf = 0.0f32;
             for (x, y) in xs.iter().zip(ys) {
-                let (sc, m) = scales_mins_k4(x[4..16].try_into().unwrap());
+                let (sc, m) = scales_mins_k4(x[QK_SCALES..QK_SCALES + 12].try_into().unwrap());
                 // qh[0..16] and qh[16..32], shifted right by 2 per 64 elements.
-                let mut h = [ld_u8(x, 16), ld_u8(x, 32)];
+                let mut h = [ld_u8(x, Q5_K_QH), ld_u8(x, Q5_K_QH + 16)];
                 let mut acc = [vdupq_n_s32(0); 2];
                 for c in 0..4 {
-                    let (lo0, hi0) = nibbles(ld_u8(x, 48 + 32 * c));
-                    let (lo1, hi1) = nibbles(ld_u8(x, 64 + 32 * c));
+                    let (lo0, hi0) = nibbles(ld_u8(x, Q5_K_QS + 32 * c));
+                    let (lo1, hi1) = nibbles(ld_u8(x, Q5_K_QS + 16 + 32 * c));
                     let even = h.map(|v| vshlq_n_u8::<4>(vandq_u8(v, one)));
                     let odd = h.map(|v| vshlq_n_u8::<3>(vandq_u8(v, two)));
                     h = h.map(|v| vshrq_n_u8::<2>(v));
-                    let at = 4 + 64 * c;
+                    let at = Q8_K_QS + 64 * c;
                     let (a0, a1) = (ld_s8(y, at), ld_s8(y, at + 16));
                     let (a2, a3) = (ld_s8(y, at + 32), ld_s8(y, at + 48));
                     let (w0, w1) = (vorrq_u8(lo0, even[0]), vorrq_u8(lo1, even[1]));
@@ -187,7 +235,7 @@ macro_rules! quantized_kernels {
                 }
                 let yd = q8_k_d(y);
                 lanes = add_scaled(lanes, acc, f16_at(x, 0) * yd);
-                sumf -= f16_at(x, 2) * yd * mins_dot(y, &m) as f32;
+                sumf -= f16_at(x, QK_DMIN) * yd * mins_dot(y, &m) as f32;
             }
             k_fold(sumf, lanes)
         }
@@ -205,8 +253,12 @@ macro_rules! quantized_kernels {
             for (x, y) in xs.iter().zip(ys) {
                 let mut acc = [vdupq_n_s32(0); 2];
                 for half in 0..2 {
-                    let l: [uint8x16_t; 4] = core::array::from_fn(|j| ld_u8(x, 64 * half + 16 * j));
-                    let h = [ld_u8(x, 128 + 32 * half), ld_u8(x, 144 + 32 * half)];
+                    let l: [uint8x16_t; 4] =
+                        core::array::from_fn(|j| ld_u8(x, Q6_K_QL + 64 * half + 16 * j));
+                    let h = [
+                        ld_u8(x, Q6_K_QH + 32 * half),
+                        ld_u8(x, Q6_K_QH + 16 + 32 * half),
+                    ];
                     for k in 0..4 {
                         for i in 0..2 {
                             let src = l[i + if k % 2 == 1 { 2 } else { 0 }];
@@ -222,13 +274,13 @@ macro_rules! quantized_kernels {
                                 _ => vshrq_n_u8::<2>(vandq_u8(h[i], vdupq_n_u8(0xc0))),
                             };
                             let code = vsubq_s8(s8(vorrq_u8(low, top)), thirty_two);
-                            let act = ld_s8(y, 4 + 128 * half + 32 * k + 16 * i);
-                            let sc = x[192 + 8 * half + 2 * k + i] as i8;
+                            let act = ld_s8(y, Q8_K_QS + 128 * half + 32 * k + 16 * i);
+                            let sc = x[Q6_K_SCALES + 8 * half + 2 * k + i] as i8;
                             acc = acc16(acc, code, act, i32::from(sc));
                         }
                     }
                 }
-                lanes = add_scaled(lanes, acc, f16_at(x, 208) * q8_k_d(y));
+                lanes = add_scaled(lanes, acc, f16_at(x, Q6_K_D) * q8_k_d(y));
             }
             k_fold(0.0, lanes)
         }

@@ -141,38 +141,12 @@ pub fn table(isa: Isa) -> Option<Kernels> {
     ))
 }
 
-/// A 4-row tile kernel record with the given entry points.
-fn tiles_4<F: Format>(
-    gemv: fn(usize, &[u8], &[u32], &mut [f32]),
-    gemm: fn(usize, &[u8], &[u32], usize, &mut [f32]),
-    paired: bool,
-) -> TileKernel {
-    TileKernel {
-        rows: 4,
-        max_tokens: engine::TOKENS,
-        cols_multiple: tile::cols_multiple::<F>(),
-        tile_bytes: tile::tile_bytes_of::<F, 4>,
-        pack: tile::pack_of::<F, 4>,
-        group_words: tile::group_words::<F>,
-        prepare: if paired {
-            tile::prepare_paired::<F>
-        } else {
-            tile::prepare_plain::<F>
-        },
-        gemv,
-        gemm,
-    }
-}
-
 struct NeonTiles;
 impl PerFormat for NeonTiles {
     type Out = TileKernel;
     fn call<F: Format>(self) -> TileKernel {
-        tiles_4::<F>(
-            engine::gemv_neon_4x1::<F>,
-            engine::gemm_neon_4x8::<F>,
-            false,
-        )
+        let (gemv, gemm) = (engine::neon::gemv_4x1::<F>, engine::neon::gemm_4x8::<F>);
+        tile::tile_kernel::<F, 4>(engine::TOKENS, false, gemv, gemm)
     }
 }
 
@@ -180,11 +154,11 @@ struct DotprodTiles;
 impl PerFormat for DotprodTiles {
     type Out = TileKernel;
     fn call<F: Format>(self) -> TileKernel {
-        tiles_4::<F>(
-            engine::gemv_dotprod_4x1::<F>,
-            engine::gemm_dotprod_4x8::<F>,
-            false,
-        )
+        let (gemv, gemm) = (
+            engine::dotprod::gemv_4x1::<F>,
+            engine::dotprod::gemm_4x8::<F>,
+        );
+        tile::tile_kernel::<F, 4>(engine::TOKENS, false, gemv, gemm)
     }
 }
 
@@ -197,11 +171,8 @@ impl PerFormat for I8mmTiles {
             return DotprodTiles.call::<F>();
         }
         const { assert!(i8mm::TOKENS == engine::TOKENS) };
-        tiles_4::<F>(
-            engine::gemv_dotprod_4x1::<F>,
-            i8mm::gemm_i8mm_4x8::<F>,
-            true,
-        )
+        let (gemv, gemm) = (engine::dotprod::gemv_4x1::<F>, i8mm::gemm_4x8::<F>);
+        tile::tile_kernel::<F, 4>(engine::TOKENS, true, gemv, gemm)
     }
 }
 

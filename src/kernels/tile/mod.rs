@@ -432,3 +432,80 @@ pub fn for_type<P: PerFormat>(ty: crate::quant::GgmlType, p: P) -> Option<P::Out
         _ => return None,
     })
 }
+
+/// An engine's entry points, plain `fn`s for the table: `$gemv` (one tile times one
+/// prepared token) and `$gemm` (one tile times a group of the listed sizes), each
+/// making the engine value through `$get` (detection; it panics only if a table was
+/// built without it) and calling one `#[target_feature]` instance of [`mul_tile`].
+macro_rules! tile_entries {
+    (
+        engine: $e:ty, rows: $r:literal, features: $features:literal, get: $get:expr,
+        $(gemv: $gemv:ident,)? gemm: $gemm:ident [$($n:literal),*]
+    ) => {
+        #[target_feature(enable = $features)]
+        fn mul<F: $crate::kernels::tile::Format, const T: usize>(
+            e: $e,
+            tile: &[u8],
+            group: &[u32],
+            out: &mut [f32],
+        ) {
+            $crate::kernels::tile::mul_tile::<F, $e, $r, T>(e, tile, group, out)
+        }
+
+        $(
+            #[doc = concat!("One tile of ", $r, " rows times one prepared token.")]
+            pub(crate) fn $gemv<F: $crate::kernels::tile::Format>(
+                _cols: usize,
+                tile: &[u8],
+                group: &[u32],
+                out: &mut [f32],
+            ) {
+                let e = $get;
+                // SAFETY: `e` exists, so this CPU has the features `mul` enables.
+                unsafe { mul::<F, 1>(e, tile, group, out) }
+            }
+        )?
+
+        #[doc = concat!("One tile of ", $r, " rows times a prepared group of `n` tokens.")]
+        pub(crate) fn $gemm<F: $crate::kernels::tile::Format>(
+            _cols: usize,
+            tile: &[u8],
+            group: &[u32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let e = $get;
+            match n {
+                // SAFETY: `e` exists, so this CPU has the features `mul` enables.
+                $($n => unsafe { mul::<F, $n>(e, tile, group, out) },)*
+                _ => panic!("no {}-token group kernel", n),
+            }
+        }
+    };
+}
+pub(crate) use tile_entries;
+
+/// The table record of format `F` in tiles of `R` rows, with an engine's entry
+/// points and its full group size (activations paired for a paired engine's `gemm`).
+pub fn tile_kernel<F: Format, const R: usize>(
+    max_tokens: usize,
+    paired: bool,
+    gemv: fn(usize, &[u8], &[u32], &mut [f32]),
+    gemm: fn(usize, &[u8], &[u32], usize, &mut [f32]),
+) -> crate::kernels::TileKernel {
+    crate::kernels::TileKernel {
+        rows: R,
+        max_tokens,
+        cols_multiple: cols_multiple::<F>(),
+        tile_bytes: tile_bytes_of::<F, R>,
+        pack: pack_of::<F, R>,
+        group_words: group_words::<F>,
+        prepare: if paired {
+            prepare_paired::<F>
+        } else {
+            prepare_plain::<F>
+        },
+        gemv,
+        gemm,
+    }
+}

@@ -41,21 +41,7 @@ struct RefTiles<const R: usize, const C: bool, const P: bool>;
 impl<const R: usize, const C: bool, const P: bool> PerFormat for RefTiles<R, C, P> {
     type Out = TileKernel;
     fn call<F: Format>(self) -> TileKernel {
-        TileKernel {
-            rows: R,
-            max_tokens: 4,
-            cols_multiple: cols_multiple::<F>(),
-            tile_bytes: tile_bytes_of::<F, R>,
-            pack: pack_of::<F, R>,
-            group_words: group_words::<F>,
-            prepare: if P {
-                prepare_paired::<F>
-            } else {
-                prepare_plain::<F>
-            },
-            gemv: ref_gemv::<F, R, C>,
-            gemm: ref_gemm::<F, R, C, P>,
-        }
+        tile_kernel::<F, R>(4, P, ref_gemv::<F, R, C>, ref_gemm::<F, R, C, P>)
     }
 }
 

@@ -22,11 +22,19 @@ use core::arch::x86_64::*;
 use bytemuck::Zeroable;
 use half::f16;
 
-use super::{B4_0, B4_1, B4K, B5_0, B5_1, B5K, B6K, B8_0, B8_1, B8K};
-use crate::quant;
+use crate::quant::{
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
+    BlockQ8_1, BlockQ8_K,
+};
 
 // ---------------------------------------------------------------------------------
 // Loads, stores, conversions.
+
+/// Q8 codes (`[i8; 32]`) as the bytes the loads take.
+#[inline]
+fn qs8(q: &[i8; 32]) -> &[u8; 32] {
+    bytemuck::cast_ref(q)
+}
 
 /// 16 bytes of `b` from `off`.
 #[inline]
@@ -287,39 +295,39 @@ fn legacy_dot<X: Zeroable + Copy, Y: Zeroable + Copy, const T: usize, const OFF:
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q4_0<const T: usize>(x: &[B4_0], y: [&[B8_0]; T]) -> [f32; T] {
+pub(super) fn dot_q4_0<const T: usize>(x: &[BlockQ4_0], y: [&[BlockQ8_0]; T]) -> [f32; T] {
     legacy_dot::<_, _, T, 8>(
         x,
         y,
-        |b| b.d,
-        |b| b.d,
-        |b| &b.qs,
+        |b| b.d.to_le_bytes(),
+        |b| b.d.to_le_bytes(),
+        |b| bytemuck::cast_ref(&b.qs),
         |a, b| nibble_pair(&a.qs, &b.qs),
         None,
     )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q4_1<const T: usize>(x: &[B4_1], y: [&[B8_1]; T]) -> [f32; T] {
+pub(super) fn dot_q4_1<const T: usize>(x: &[BlockQ4_1], y: [&[BlockQ8_1]; T]) -> [f32; T] {
     legacy_dot::<_, _, T, 0>(
         x,
         y,
-        |b| b.d,
-        |b| b.d,
-        |b| &b.qs,
+        |b| b.d.to_le_bytes(),
+        |b| b.d.to_le_bytes(),
+        |b| bytemuck::cast_ref(&b.qs),
         |a, b| nibble_pair(&a.qs, &b.qs),
-        Some((|b| b.m, |b| b.s)),
+        Some((|b| b.m.to_le_bytes(), |b| b.s.to_le_bytes())),
     )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q5_0<const T: usize>(x: &[B5_0], y: [&[B8_0]; T]) -> [f32; T] {
+pub(super) fn dot_q5_0<const T: usize>(x: &[BlockQ5_0], y: [&[BlockQ8_0]; T]) -> [f32; T] {
     legacy_dot::<_, _, T, 16>(
         x,
         y,
-        |b| b.d,
-        |b| b.d,
-        |b| &b.qs,
+        |b| b.d.to_le_bytes(),
+        |b| b.d.to_le_bytes(),
+        |b| bytemuck::cast_ref(&b.qs),
         |a, b| {
             let (lo, hi) = nibble_pair(&a.qs, &b.qs);
             let (bl, bh) = fifth_bits(a.qh, b.qh);
@@ -330,19 +338,19 @@ pub(super) fn dot_q5_0<const T: usize>(x: &[B5_0], y: [&[B8_0]; T]) -> [f32; T] 
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q5_1<const T: usize>(x: &[B5_1], y: [&[B8_1]; T]) -> [f32; T] {
+pub(super) fn dot_q5_1<const T: usize>(x: &[BlockQ5_1], y: [&[BlockQ8_1]; T]) -> [f32; T] {
     legacy_dot::<_, _, T, 0>(
         x,
         y,
-        |b| b.d,
-        |b| b.d,
-        |b| &b.qs,
+        |b| b.d.to_le_bytes(),
+        |b| b.d.to_le_bytes(),
+        |b| bytemuck::cast_ref(&b.qs),
         |a, b| {
             let (lo, hi) = nibble_pair(&a.qs, &b.qs);
             let (bl, bh) = fifth_bits(a.qh, b.qh);
             (_mm256_or_si256(lo, bl), _mm256_or_si256(hi, bh))
         },
-        Some((|b| b.m, |b| b.s)),
+        Some((|b| b.m.to_le_bytes(), |b| b.s.to_le_bytes())),
     )
 }
 
@@ -357,21 +365,26 @@ pub(super) fn pair_scale2(xa: [u8; 2], xb: [u8; 2], ya: [u8; 2], yb: [u8; 2]) ->
 /// Q8_0 × Q8_0, one block per vector: |w| (as u8; -128 gives 128) times a with w's
 /// sign, pair sums ≤ 2·128·127 = 32512.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q8_0<const T: usize>(x: &[B8_0], y: [&[B8_0]; T]) -> [f32; T] {
+pub(super) fn dot_q8_0<const T: usize>(x: &[BlockQ8_0], y: [&[BlockQ8_0]; T]) -> [f32; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let ones = _mm256_set1_epi16(1);
     for_chunks(x, y, |xc, yc| {
         for k in 0..4 {
             let (xa, xb) = (&xc[2 * k], &xc[2 * k + 1]);
-            let (wa, wb) = (ld256(&xa.qs, 0), ld256(&xb.qs, 0));
+            let (wa, wb) = (ld256(qs8(&xa.qs), 0), ld256(qs8(&xb.qs), 0));
             let (ua, ub) = (_mm256_sign_epi8(wa, wa), _mm256_sign_epi8(wb, wb));
             for t in 0..T {
                 let (ya, yb) = (&yc[t][2 * k], &yc[t][2 * k + 1]);
-                let aa = _mm256_sign_epi8(ld256(&ya.qs, 0), wa);
-                let ab = _mm256_sign_epi8(ld256(&yb.qs, 0), wb);
+                let aa = _mm256_sign_epi8(ld256(qs8(&ya.qs), 0), wa);
+                let ab = _mm256_sign_epi8(ld256(qs8(&yb.qs), 0), wb);
                 let ia = _mm256_madd_epi16(_mm256_maddubs_epi16(ua, aa), ones);
                 let ib = _mm256_madd_epi16(_mm256_maddubs_epi16(ub, ab), ones);
-                let s = _mm256_castps128_ps256(pair_scale2(xa.d, xb.d, ya.d, yb.d));
+                let s = _mm256_castps128_ps256(pair_scale2(
+                    xa.d.to_le_bytes(),
+                    xb.d.to_le_bytes(),
+                    ya.d.to_le_bytes(),
+                    yb.d.to_le_bytes(),
+                ));
                 let sa = _mm256_permutevar8x32_ps(s, _mm256_setzero_si256());
                 let sb = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(1));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), sa, acc[t]);
@@ -457,15 +470,15 @@ fn q5k_bit(hb: __m256i, s: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn k4_dot<X: Copy, const T: usize, const FIVE: bool>(
     x: &[X],
-    y: [&[B8K]; T],
-    parts: impl Fn(&X) -> (&[u8; 2], &[u8; 2], &[u8; 12], &[u8; 128], Option<&[u8; 32]>),
+    y: [&[BlockQ8_K]; T],
+    parts: impl Fn(&X) -> (f16, f16, &[u8; 12], &[u8; 128], Option<&[u8; 32]>),
 ) -> [f32; T] {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_m = [_mm_setzero_ps(); T];
     for (i, xb) in x.iter().enumerate() {
         let (d, dmin, scales, qs, qh) = parts(xb);
-        let (d, dmin) = f16x2(*d, *dmin);
+        let (d, dmin) = f16x2(d.to_le_bytes(), dmin.to_le_bytes());
         let sm = _mm256_cvtepu8_epi16(ld128(&scales_mins_k4(scales), 0));
         let sc = _mm256_permute2x128_si256::<0x00>(sm, sm);
         let mins = _mm256_extracti128_si256::<1>(sm);
@@ -482,7 +495,7 @@ fn k4_dot<X: Copy, const T: usize, const FIVE: bool>(
             let s_lo = _mm256_shuffle_epi8(sc, ld256(&SCALE_SHUF[2 * j], 0));
             let s_hi = _mm256_shuffle_epi8(sc, ld256(&SCALE_SHUF[2 * j + 1], 0));
             for t in 0..T {
-                let a = &y[t][i].qs;
+                let a: &[u8; 256] = bytemuck::cast_ref(&y[t][i].qs);
                 let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(a, 64 * j)), s_lo);
                 let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(a, 64 * j + 32)), s_hi);
                 sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
@@ -490,9 +503,9 @@ fn k4_dot<X: Copy, const T: usize, const FIVE: bool>(
         }
         for t in 0..T {
             let yb = &y[t][i];
-            let dy = f32::from_le_bytes(yb.d);
+            let dy = yb.d;
             // bsums pairwise: the sums of the eight 32-element sub-blocks (≤ 4064).
-            let bs = ld256(&yb.bsums, 0);
+            let bs = ld256(bytemuck::cast_ref::<_, [u8; 32]>(&yb.bsums), 0);
             let b8 = _mm_hadd_epi16(
                 _mm256_castsi256_si128(bs),
                 _mm256_extracti128_si256::<1>(bs),
@@ -510,25 +523,25 @@ fn k4_dot<X: Copy, const T: usize, const FIVE: bool>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q4_k<const T: usize>(x: &[B4K], y: [&[B8K]; T]) -> [f32; T] {
-    k4_dot::<_, T, false>(x, y, |b| (&b.d, &b.dmin, &b.scales, &b.qs, None))
+pub(super) fn dot_q4_k<const T: usize>(x: &[BlockQ4_K], y: [&[BlockQ8_K]; T]) -> [f32; T] {
+    k4_dot::<_, T, false>(x, y, |b| (b.d, b.dmin, &b.scales, &b.qs, None))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q5_k<const T: usize>(x: &[B5K], y: [&[B8K]; T]) -> [f32; T] {
-    k4_dot::<_, T, true>(x, y, |b| (&b.d, &b.dmin, &b.scales, &b.qs, Some(&b.qh)))
+pub(super) fn dot_q5_k<const T: usize>(x: &[BlockQ5_K], y: [&[BlockQ8_K]; T]) -> [f32; T] {
+    k4_dot::<_, T, true>(x, y, |b| (b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)))
 }
 
 /// Q6_K: codes 0..63 (value q-32); per 128 elements four vectors of 32, each two
 /// 16-element sub-blocks (one per lane). maddubs pairs ≤ 2·63·127 = 16002; the -32
 /// goes through `bsums`: 32·Σ sc·bsum.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q6_k<const T: usize>(x: &[B6K], y: [&[B8K]; T]) -> [f32; T] {
+pub(super) fn dot_q6_k<const T: usize>(x: &[BlockQ6_K], y: [&[BlockQ8_K]; T]) -> [f32; T] {
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(0x03);
     let mut acc = [_mm256_setzero_ps(); T];
     for (i, xb) in x.iter().enumerate() {
-        let sc16 = _mm256_cvtepi8_epi16(ld128(&xb.scales, 0));
+        let sc16 = _mm256_cvtepi8_epi16(ld128(bytemuck::cast_ref::<_, [u8; 16]>(&xb.scales), 0));
         let mut sumi = [_mm256_setzero_si256(); T];
         for h in 0..2 {
             let sc = if h == 0 {
@@ -560,17 +573,23 @@ pub(super) fn dot_q6_k<const T: usize>(x: &[B6K], y: [&[B8K]; T]) -> [f32; T] {
             for (k, &qk) in q.iter().enumerate() {
                 let s = _mm256_shuffle_epi8(sc, ld256(&SCALE_PAIR_SHUF[k], 0));
                 for t in 0..T {
-                    let a = ld256(&y[t][i].qs, 128 * h + 32 * k);
+                    let a = ld256(
+                        bytemuck::cast_ref::<_, [u8; 256]>(&y[t][i].qs),
+                        128 * h + 32 * k,
+                    );
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qk, a), s);
                     sumi[t] = _mm256_add_epi32(sumi[t], p);
                 }
             }
         }
-        let d = f16::from_le_bytes(xb.d).to_f32();
+        let d = xb.d.to_f32();
         for t in 0..T {
             let yb = &y[t][i];
-            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(ld256(&yb.bsums, 0), sc16));
-            let dy = f32::from_le_bytes(yb.d);
+            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(
+                ld256(bytemuck::cast_ref::<_, [u8; 32]>(&yb.bsums), 0),
+                sc16,
+            ));
+            let dy = yb.d;
             let s = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr));
             acc[t] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * dy), acc[t]);
         }
@@ -731,37 +750,37 @@ fn q8_block(x: &[f32; 32]) -> Option<(f32, __m256i, i32)> {
 }
 
 #[target_feature(enable = "avx2")]
-pub(super) fn quantize_q8_0(x: &[f32], y: &mut [B8_0]) {
+pub(super) fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     for (xb, yb) in x.chunks_exact(32).zip(y) {
         let xb: &[f32; 32] = xb.try_into().unwrap();
         match q8_block(xb) {
             Some((d, q, _)) => {
-                yb.d = f16::from_f32(d).to_le_bytes();
-                st256(&mut yb.qs, q);
+                yb.d = f16::from_f32(d);
+                st256(bytemuck::cast_mut(&mut yb.qs), q);
             }
             None => {
                 let mut b = [quant::BlockQ8_0::zeroed()];
                 quant::quantize_row_q8_0_ref(xb, &mut b);
-                *yb = bytemuck::cast(b[0]);
+                *yb = b[0];
             }
         }
     }
 }
 
 #[target_feature(enable = "avx2")]
-pub(super) fn quantize_q8_1(x: &[f32], y: &mut [B8_1]) {
+pub(super) fn quantize_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     for (xb, yb) in x.chunks_exact(32).zip(y) {
         let xb: &[f32; 32] = xb.try_into().unwrap();
         match q8_block(xb) {
             Some((d, q, sum)) => {
-                yb.d = f16::from_f32(d).to_le_bytes();
-                yb.s = f16::from_f32(sum as f32 * d).to_le_bytes();
-                st256(&mut yb.qs, q);
+                yb.d = f16::from_f32(d);
+                yb.s = f16::from_f32(sum as f32 * d);
+                st256(bytemuck::cast_mut(&mut yb.qs), q);
             }
             None => {
                 let mut b = [quant::BlockQ8_1::zeroed()];
                 quant::quantize_row_q8_1_ref(xb, &mut b);
-                *yb = bytemuck::cast(b[0]);
+                *yb = b[0];
             }
         }
     }
@@ -771,7 +790,7 @@ pub(super) fn quantize_q8_1(x: &[f32], y: &mut [B8_1]) {
 /// bit trick (exact for any f32, NaN and infinities too), codes are narrowed to i8 by
 /// truncation as C's store does, and the maximum is the first of largest magnitude.
 #[target_feature(enable = "avx2")]
-pub(super) fn quantize_q8_k(x: &[f32], y: &mut [B8K]) {
+pub(super) fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8_K]) {
     let abs_mask = _mm256_set1_ps(-0.0);
     for (xb, yb) in x.chunks_exact(256).zip(y) {
         // max_ps(|v|, acc) returns acc when |v| is NaN: NaN never wins, as in C.
@@ -783,7 +802,7 @@ pub(super) fn quantize_q8_k(x: &[f32], y: &mut [B8K]) {
         let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
         if amax == 0.0 {
-            *yb = B8K::zeroed();
+            *yb = BlockQ8_K::zeroed();
             continue;
         }
         let target = _mm256_set1_ps(amax);
@@ -818,7 +837,8 @@ pub(super) fn quantize_q8_k(x: &[f32], y: &mut [B8K]) {
             let p23 = _mm256_packus_epi32(q[2], q[3]);
             let p = _mm256_packus_epi16(p01, p23);
             let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            let out: &mut [u8; 32] = (&mut yb.qs[32 * c..32 * c + 32]).try_into().unwrap();
+            let qs: &mut [u8; 256] = bytemuck::cast_mut(&mut yb.qs);
+            let out: &mut [u8; 32] = (&mut qs[32 * c..32 * c + 32]).try_into().unwrap();
             st256(out, p);
             // Σ of 8 codes as (q + 128) by sad, less 8·128.
             let sad = _mm256_sad_epu8(
@@ -830,9 +850,7 @@ pub(super) fn quantize_q8_k(x: &[f32], y: &mut [B8K]) {
             sums[2 * c] = s0 as i16;
             sums[2 * c + 1] = s1 as i16;
         }
-        for (o, s) in yb.bsums.chunks_exact_mut(2).zip(sums) {
-            o.copy_from_slice(&s.to_le_bytes());
-        }
-        yb.d = (1.0 / iscale).to_le_bytes();
+        yb.bsums = sums;
+        yb.d = 1.0 / iscale;
     }
 }

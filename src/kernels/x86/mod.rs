@@ -5,9 +5,9 @@
 //! type. A path's table is built only after detection, so its entry points (which
 //! take the value again, [`Avx2::get`]) are never reached on a CPU without them.
 //!
-//! - `engine512.rs` / `engine256.rs`: the tile engines (see `kernels::tile`): every
-//!   quantized type and F16, repacked at load into 16-row (AVX-512) or 8-row (AVX2)
-//!   tiles, generation and prompts alike.
+//! - `engine.rs`: the tile engines (see `kernels::tile`), one body for both widths:
+//!   every quantized type and F16, repacked at load into 16-row (AVX-512) or 8-row
+//!   (AVX2) tiles, generation and prompts alike.
 //! - `avx2.rs`: the row-by-row dot products (weights not repacked, `--no-mmap`, and
 //!   attention's F16/F32 rows; both paths), the activation quantizers and `axpy`.
 //!
@@ -18,16 +18,17 @@
 //! and in ggml writes them (the Q8_0 sign trick relies on it).
 
 mod avx2;
-mod engine256;
-mod engine512;
+mod engine;
 #[cfg(test)]
 mod tests;
 
-use bytemuck::{Pod, Zeroable};
+use std::borrow::Cow;
+
+use bytemuck::Pod;
 
 use super::tile::{self, Format, PerFormat};
 use super::{Isa, Kernels, QuantizeActFn, TileKernel, TypeKernels, VecDotFn, scalar};
-use crate::quant::GgmlType;
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType};
 
 /// Proof that this CPU has AVX2, FMA and F16C: only [`Avx2::detect`] makes one.
 #[derive(Clone, Copy)]
@@ -116,17 +117,8 @@ struct Avx2Tiles;
 impl PerFormat for Avx2Tiles {
     type Out = TileKernel;
     fn call<F: Format>(self) -> TileKernel {
-        TileKernel {
-            rows: 8,
-            max_tokens: engine256::TOKENS,
-            cols_multiple: tile::cols_multiple::<F>(),
-            tile_bytes: tile::tile_bytes_of::<F, 8>,
-            pack: tile::pack_of::<F, 8>,
-            group_words: tile::group_words::<F>,
-            prepare: tile::prepare_plain::<F>,
-            gemv: engine256::gemv_8x1::<F>,
-            gemm: engine256::gemm_8x4::<F>,
-        }
+        let (gemv, gemm) = (engine::avx2::gemv_8x1::<F>, engine::avx2::gemm_8x4::<F>);
+        tile::tile_kernel::<F, 8>(engine::TOKENS_256, false, gemv, gemm)
     }
 }
 
@@ -135,17 +127,11 @@ struct Avx512Tiles;
 impl PerFormat for Avx512Tiles {
     type Out = TileKernel;
     fn call<F: Format>(self) -> TileKernel {
-        TileKernel {
-            rows: 16,
-            max_tokens: engine512::TOKENS,
-            cols_multiple: tile::cols_multiple::<F>(),
-            tile_bytes: tile::tile_bytes_of::<F, 16>,
-            pack: tile::pack_of::<F, 16>,
-            group_words: tile::group_words::<F>,
-            prepare: tile::prepare_plain::<F>,
-            gemv: engine512::gemv_16x1::<F>,
-            gemm: engine512::gemm_16x8::<F>,
-        }
+        let (gemv, gemm) = (
+            engine::avx512::gemv_16x1::<F>,
+            engine::avx512::gemm_16x8::<F>,
+        );
+        tile::tile_kernel::<F, 16>(engine::TOKENS_512, false, gemv, gemm)
     }
 }
 
@@ -172,110 +158,25 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     unsafe { avx2::axpy(a, x, y) }
 }
 
-// Blocks as the kernels read them: byte arrays only, so alignment 1, and any byte
-// slice of the right length casts to a slice of them without a copy. Field order and
-// sizes are ggml's (`ggml-common.h`), as in `crate::quant`.
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B4_0 {
-    d: [u8; 2],
-    qs: [u8; 16],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B4_1 {
-    d: [u8; 2],
-    m: [u8; 2],
-    qs: [u8; 16],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B5_0 {
-    d: [u8; 2],
-    qh: [u8; 4],
-    qs: [u8; 16],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B5_1 {
-    d: [u8; 2],
-    m: [u8; 2],
-    qh: [u8; 4],
-    qs: [u8; 16],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B8_0 {
-    d: [u8; 2],
-    qs: [u8; 32],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B8_1 {
-    d: [u8; 2],
-    s: [u8; 2],
-    qs: [u8; 32],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B4K {
-    d: [u8; 2],
-    dmin: [u8; 2],
-    scales: [u8; 12],
-    qs: [u8; 128],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B5K {
-    d: [u8; 2],
-    dmin: [u8; 2],
-    scales: [u8; 12],
-    qh: [u8; 32],
-    qs: [u8; 128],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B6K {
-    ql: [u8; 128],
-    qh: [u8; 64],
-    scales: [u8; 16],
-    d: [u8; 2],
-}
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C)]
-struct B8K {
-    d: [u8; 4],
-    qs: [u8; 256],
-    bsums: [u8; 32],
-}
-
-const _: () = {
-    assert!(size_of::<B4_0>() == 18 && size_of::<B4_1>() == 20);
-    assert!(size_of::<B5_0>() == 22 && size_of::<B5_1>() == 24);
-    assert!(size_of::<B8_0>() == 34 && size_of::<B8_1>() == 36);
-    assert!(size_of::<B4K>() == 144 && size_of::<B5K>() == 176);
-    assert!(size_of::<B6K>() == 210 && size_of::<B8K>() == 292);
-};
-
-/// The `n / qk` blocks of a row of `n` elements at the start of `bytes`. Panics, as
-/// the scalar kernels do, when `n` is not whole blocks or `bytes` is too short.
-fn blocks<B: Pod>(n: usize, qk: usize, bytes: &[u8]) -> &[B] {
+/// The `n / qk` blocks (`crate::quant`'s structs) of a row of `n` elements at the
+/// start of `bytes`: borrowed where the bytes are aligned for them (mapped tensors and
+/// activation buffers are), copied where not. Panics, as the scalar kernels do, when
+/// `n` is not whole blocks or `bytes` is too short.
+fn blocks<B: Pod>(n: usize, qk: usize, bytes: &[u8]) -> Cow<'_, [B]> {
     assert!(
         n.is_multiple_of(qk),
         "row of {n} is not whole blocks of {qk}"
     );
-    // Alignment 1: the cast cannot fail once the length is right.
-    bytemuck::cast_slice(&bytes[..n / qk * size_of::<B>()])
+    let bytes = &bytes[..n / qk * size_of::<B>()];
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(b) => Cow::Borrowed(b),
+        Err(_) => Cow::Owned(
+            bytes
+                .chunks_exact(size_of::<B>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect(),
+        ),
+    }
 }
 
 /// The first `n` elements of `bytes` as `T`s (f32 or f16 bits), if `bytes` holds them.
@@ -302,49 +203,49 @@ fn avx2_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         Q4_0 => |n, w, a| {
             let (x, y) = (blocks(n, 32, w), blocks(n, 32, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q4_0::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q4_0::<1>(&x, [&y]) };
             r
         },
         Q4_1 => |n, w, a| {
             let (x, y) = (blocks(n, 32, w), blocks(n, 32, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q4_1::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q4_1::<1>(&x, [&y]) };
             r
         },
         Q5_0 => |n, w, a| {
             let (x, y) = (blocks(n, 32, w), blocks(n, 32, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q5_0::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q5_0::<1>(&x, [&y]) };
             r
         },
         Q5_1 => |n, w, a| {
             let (x, y) = (blocks(n, 32, w), blocks(n, 32, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q5_1::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q5_1::<1>(&x, [&y]) };
             r
         },
         Q8_0 => |n, w, a| {
             let (x, y) = (blocks(n, 32, w), blocks(n, 32, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q8_0::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q8_0::<1>(&x, [&y]) };
             r
         },
         Q4_K => |n, w, a| {
             let (x, y) = (blocks(n, 256, w), blocks(n, 256, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q4_k::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q4_k::<1>(&x, [&y]) };
             r
         },
         Q5_K => |n, w, a| {
             let (x, y) = (blocks(n, 256, w), blocks(n, 256, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q5_k::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q5_k::<1>(&x, [&y]) };
             r
         },
         Q6_K => |n, w, a| {
             let (x, y) = (blocks(n, 256, w), blocks(n, 256, a));
             // SAFETY: features detected before `table` (see F32).
-            let [r] = unsafe { avx2::dot_q6_k::<1>(x, [y]) };
+            let [r] = unsafe { avx2::dot_q6_k::<1>(&x, [&y]) };
             r
         },
         _ => return None,
@@ -356,31 +257,30 @@ fn avx2_quantize_act(act: GgmlType) -> Option<QuantizeActFn> {
     use GgmlType::*;
     Some(match act {
         Q8_0 => |x, out| {
-            let y = blocks_mut::<B8_0>(x.len(), 32, out);
+            check_row(x.len(), 32, size_of::<BlockQ8_0>(), out);
             // SAFETY: only `table` hands out this function, after detecting AVX2.
-            unsafe { avx2::quantize_q8_0(x, y) }
+            crate::quant::with_blocks_mut(out, |y| unsafe { avx2::quantize_q8_0(x, y) })
         },
         Q8_1 => |x, out| {
-            let y = blocks_mut::<B8_1>(x.len(), 32, out);
+            check_row(x.len(), 32, size_of::<BlockQ8_1>(), out);
             // SAFETY: as for Q8_0.
-            unsafe { avx2::quantize_q8_1(x, y) }
+            crate::quant::with_blocks_mut(out, |y| unsafe { avx2::quantize_q8_1(x, y) })
         },
         Q8_K => |x, out| {
-            let y = blocks_mut::<B8K>(x.len(), 256, out);
+            check_row(x.len(), 256, size_of::<BlockQ8_K>(), out);
             // SAFETY: as for Q8_0.
-            unsafe { avx2::quantize_q8_k(x, y) }
+            crate::quant::with_blocks_mut(out, |y| unsafe { avx2::quantize_q8_k(x, y) })
         },
         other => return scalar::quantize_act(other),
     })
 }
 
-/// The blocks of a row of `n` elements in `out`, which must hold exactly them (the
-/// scalar quantizers' contract).
-fn blocks_mut<B: Pod>(n: usize, qk: usize, out: &mut [u8]) -> &mut [B] {
+/// `out` must hold exactly the blocks of a row of `n` elements (the scalar
+/// quantizers' contract).
+fn check_row(n: usize, qk: usize, size: usize, out: &[u8]) {
     assert!(
         n.is_multiple_of(qk),
         "row of {n} is not whole blocks of {qk}"
     );
-    assert_eq!(out.len(), n / qk * size_of::<B>(), "row length");
-    bytemuck::cast_slice_mut(out)
+    assert_eq!(out.len(), n / qk * size, "row length");
 }
