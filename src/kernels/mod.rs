@@ -255,6 +255,18 @@ impl Kernels {
     }
 }
 
+/// The number of `qk`-element blocks in a row of `n` elements. Every path's row dot
+/// checks this the same way (a release-mode panic, never a read past the row): the
+/// model only builds whole-block rows, so a failure is a bug, not bad input.
+#[inline]
+pub(crate) fn whole_blocks(n: usize, qk: usize) -> usize {
+    assert!(
+        n.is_multiple_of(qk),
+        "row of {n} is not whole blocks of {qk}"
+    );
+    n / qk
+}
+
 /// The activation type ggml pairs with weights of type `ty`.
 pub fn act_type(ty: GgmlType) -> GgmlType {
     use GgmlType::*;

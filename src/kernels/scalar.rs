@@ -121,11 +121,7 @@ fn with_row_blocks<W: Pod, A: Pod, R>(
     a: &[u8],
     f: impl FnOnce(&[W], &[A]) -> R,
 ) -> R {
-    debug_assert!(
-        n.is_multiple_of(qk),
-        "row of {n} is not whole blocks of {qk}"
-    );
-    let nb = n / qk;
+    let nb = super::whole_blocks(n, qk);
     let (w, a) = (&w[..nb * size_of::<W>()], &a[..nb * size_of::<A>()]);
     quant::with_blocks(w, |wb| quant::with_blocks(a, |ab| f(wb, ab)))
 }

@@ -354,11 +354,7 @@ pub(super) fn row_blocks<'w, 'a, const W: usize, const A: usize>(
     w: &'w [u8],
     a: &'a [u8],
 ) -> (&'w [[u8; W]], &'a [[u8; A]]) {
-    debug_assert!(
-        n.is_multiple_of(qk),
-        "row of {n} is not whole blocks of {qk}"
-    );
-    let nb = n / qk;
+    let nb = crate::kernels::whole_blocks(n, qk);
     (
         w[..nb * W].as_chunks::<W>().0,
         a[..nb * A].as_chunks::<A>().0,

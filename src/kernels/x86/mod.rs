@@ -163,11 +163,7 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 /// activation buffers are), copied where not. Panics, as the scalar kernels do, when
 /// `n` is not whole blocks or `bytes` is too short.
 fn blocks<B: Pod>(n: usize, qk: usize, bytes: &[u8]) -> Cow<'_, [B]> {
-    assert!(
-        n.is_multiple_of(qk),
-        "row of {n} is not whole blocks of {qk}"
-    );
-    let bytes = &bytes[..n / qk * size_of::<B>()];
+    let bytes = &bytes[..crate::kernels::whole_blocks(n, qk) * size_of::<B>()];
     match bytemuck::try_cast_slice(bytes) {
         Ok(b) => Cow::Borrowed(b),
         Err(_) => Cow::Owned(
@@ -278,9 +274,9 @@ fn avx2_quantize_act(act: GgmlType) -> Option<QuantizeActFn> {
 /// `out` must hold exactly the blocks of a row of `n` elements (the scalar
 /// quantizers' contract).
 fn check_row(n: usize, qk: usize, size: usize, out: &[u8]) {
-    assert!(
-        n.is_multiple_of(qk),
-        "row of {n} is not whole blocks of {qk}"
+    assert_eq!(
+        out.len(),
+        crate::kernels::whole_blocks(n, qk) * size,
+        "row length"
     );
-    assert_eq!(out.len(), n / qk * size, "row length");
 }
