@@ -337,21 +337,23 @@ impl<const R: usize> Layout<R> for BlockQ6_Kx<R> {
         let blk = &b[0];
         // ggml's layout: element 128n + 32k + l (l < 32) has its low four bits in the
         // low (k < 2) or high (k >= 2) nibble of ql[64n + 32(k % 2) + l], its high two
-        // bits at bits 2k..2k + 2 of qh[32n + l].
-        let code = |e: usize| {
-            let (n, k, l) = (e / 128, e % 128 / 32, e % 32);
-            let q = blk.ql[64 * n + 32 * (k % 2) + l];
-            let low = if k < 2 { q & 0x0f } else { q >> 4 };
-            (low, blk.qh[32 * n + l] >> (2 * k) & 3)
-        };
-        for v in 0..32 {
-            let (g, i) = (v / 4, v % 4);
-            let (p, c) = (v / 2, 2 * (v % 2));
-            for j in 0..4 {
-                let (lo, lo_high) = code(32 * g + 4 * i + j);
-                let (hi, hi_high) = code(32 * g + 16 + 4 * i + j);
-                self.ql[v][r][j] = lo | hi << 4;
-                self.qh[p][r][j] |= lo_high << (2 * c) | hi_high << (2 * (c + 1));
+        // bits at bits 2k..2k + 2 of qh[32n + l]. Group g (elements 32g..32g + 32) is
+        // n = g / 4, k = g % 4: one run of 32 ql bytes and 32 qh bytes, fixed shifts.
+        for g in 0..8 {
+            let (n, k) = (g / 4, g % 4);
+            let ql: &[u8; 32] = blk.ql[64 * n + 32 * (k % 2)..][..32].try_into().unwrap();
+            let qh: &[u8; 32] = blk.qh[32 * n..][..32].try_into().unwrap();
+            let nibble = if k < 2 { 0 } else { 4 };
+            for i in 0..4 {
+                let v = 4 * g + i;
+                let (p, c) = (v / 2, 2 * (v % 2));
+                for j in 0..4 {
+                    let (l, h) = (4 * i + j, 16 + 4 * i + j);
+                    let (lo, hi) = (ql[l] >> nibble & 0x0f, ql[h] >> nibble & 0x0f);
+                    let (lo_high, hi_high) = (qh[l] >> (2 * k) & 3, qh[h] >> (2 * k) & 3);
+                    self.ql[v][r][j] = lo | hi << 4;
+                    self.qh[p][r][j] |= lo_high << (2 * c) | hi_high << (2 * (c + 1));
+                }
             }
         }
         for s in 0..16 {
