@@ -48,8 +48,8 @@ macro_rules! shift16 {
 }
 
 /// An x86 engine: the methods both widths share, written once over the width's
-/// types and intrinsics, plus the `specific` ones (dots, the Q8_0 representation,
-/// the loads of per-row bytes).
+/// types and intrinsics (integer, float, and the per-row loads of `R` bytes or
+/// halves), plus the `specific` ones (dots, the Q8_0 representation).
 macro_rules! x86_engine {
     (
         $engine:ident, $r:literal, $i:ty, $f:ty,
@@ -57,6 +57,7 @@ macro_rules! x86_engine {
          $sll:ident, $srl:ident, $zero:ident, $set32:ident, $add32:ident, $mullo:ident],
         [$loadps:ident, $storeps:ident, $zerops:ident, $set1ps:ident, $addps:ident,
          $mulps:ident, $fmadd:ident, $cvt:ident],
+        [$ldb:ident, $cvtu8:ident, $cvti8:ident, $ldh:ident, $cvtph:ident],
         { $($specific:tt)* }
     ) => {
         // SAFETY: an engine value exists only after its `detect` found every feature
@@ -138,6 +139,24 @@ macro_rules! x86_engine {
                     *a = unsafe { $add32(*a, $mullo(rows, $set32(t))) };
                 }
                 acc
+            }
+
+            #[inline(always)]
+            fn rows_u8(self, b: &[u8; $r]) -> $i {
+                // SAFETY: see the impl.
+                unsafe { $cvtu8($ldb(b.as_ptr().cast())) }
+            }
+
+            #[inline(always)]
+            fn rows_i8(self, b: &[i8; $r]) -> $i {
+                // SAFETY: see the impl.
+                unsafe { $cvti8($ldb(b.as_ptr().cast())) }
+            }
+
+            #[inline(always)]
+            fn rows_f16(self, b: &[f16; $r]) -> $f {
+                // SAFETY: see the impl.
+                unsafe { $cvtph($ldh(b.as_ptr().cast())) }
             }
 
             #[inline(always)]
@@ -234,6 +253,13 @@ x86_engine!(
         _mm512_fmadd_ps,
         _mm512_cvtepi32_ps
     ],
+    [
+        _mm_loadu_si128,
+        _mm512_cvtepu8_epi32,
+        _mm512_cvtepi8_epi32,
+        _mm256_loadu_si256,
+        _mm512_cvtph_ps
+    ],
     {
         const Q8_OFFSET: i32 = 128;
 
@@ -285,24 +311,6 @@ x86_engine!(
             }
             acc
         }
-
-        #[inline(always)]
-        fn rows_u8(self, b: &[u8; 16]) -> __m512i {
-            // SAFETY: see the impl.
-            unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(b.as_ptr().cast())) }
-        }
-
-        #[inline(always)]
-        fn rows_i8(self, b: &[i8; 16]) -> __m512i {
-            // SAFETY: see the impl.
-            unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(b.as_ptr().cast())) }
-        }
-
-        #[inline(always)]
-        fn rows_f16(self, b: &[f16; 16]) -> __m512 {
-            // SAFETY: see the impl.
-            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(b.as_ptr().cast())) }
-        }
     }
 );
 
@@ -343,6 +351,13 @@ x86_engine!(
         _mm256_mul_ps,
         _mm256_fmadd_ps,
         _mm256_cvtepi32_ps
+    ],
+    [
+        _mm_loadl_epi64,
+        _mm256_cvtepu8_epi32,
+        _mm256_cvtepi8_epi32,
+        _mm_loadu_si128,
+        _mm256_cvtph_ps
     ],
     {
         const Q8_OFFSET: i32 = 0;
@@ -410,24 +425,6 @@ x86_engine!(
                 }
             }
             acc
-        }
-
-        #[inline(always)]
-        fn rows_u8(self, b: &[u8; 8]) -> __m256i {
-            // SAFETY: see the impl.
-            unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.as_ptr().cast())) }
-        }
-
-        #[inline(always)]
-        fn rows_i8(self, b: &[i8; 8]) -> __m256i {
-            // SAFETY: see the impl.
-            unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().cast())) }
-        }
-
-        #[inline(always)]
-        fn rows_f16(self, b: &[f16; 8]) -> __m256 {
-            // SAFETY: see the impl.
-            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().cast())) }
         }
     }
 );
