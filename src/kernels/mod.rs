@@ -92,7 +92,18 @@ pub struct TileKernel {
     pub gemv: fn(cols: usize, tile: &[u8], group: &[u32], out: &mut [f32]),
     /// One tile times a prepared group of `n` tokens: `out[t * rows + r]`.
     pub gemm: fn(cols: usize, tile: &[u8], group: &[u32], n: usize, out: &mut [f32]),
+    /// One token's product runs in FP16 arithmetic (F16 weights on cores with
+    /// FEAT_FP16): activations rounded to f16, short sums in f16, so results are
+    /// within [`F16_ARITH_ERROR`] of the f32 dot rather than f32 rounding.
+    pub f16_arith: bool,
 }
+
+/// What FP16 arithmetic may cost a dot `Σ w·x` of F16 weights ([`TileKernel::f16_arith`]):
+/// at most this fraction of `Σ|w·x|`, plus `2^-24 · max|x| · Σ|w|` for the
+/// activations that underflow f16 once scaled to the token's largest one. (Fused
+/// multiply-adds round once per product; a sum runs 8 products per lane in f16
+/// before joining an f32 total, so about 10 roundings of 2^-11 bound it.)
+pub const F16_ARITH_ERROR: f64 = 1.0 / 128.0;
 
 /// What a path computes a weight type with: one record per type in the table.
 #[derive(Clone, Copy)]

@@ -164,6 +164,24 @@ pub(crate) fn row_len(ty: GgmlType, w: &[u8]) -> usize {
     w.len() / ty.type_size() * ty.block_size()
 }
 
+/// What a dot of F16 row `w` with f32 activations `x` may differ from the scalar
+/// dot by: [`TOLERANCE`] of `Σ|w·x|`, or FP16 arithmetic's error (see
+/// [`crate::kernels::F16_ARITH_ERROR`]) for a kernel that computes in it.
+pub(crate) fn f16_tolerance(w: &[u8], x: &[f32], f16_arith: bool) -> f64 {
+    let w = blocks::<f16>(w);
+    let mag: f64 = w
+        .iter()
+        .zip(x)
+        .map(|(w, x)| (f64::from(w.to_f32()) * f64::from(*x)).abs())
+        .sum();
+    if !f16_arith {
+        return TOLERANCE * mag;
+    }
+    let max_x = x.iter().fold(0f64, |m, v| m.max(f64::from(v.abs())));
+    let sum_w: f64 = w.iter().map(|v| f64::from(v.to_f32().abs())).sum();
+    crate::kernels::F16_ARITH_ERROR * mag + max_x * sum_w / f64::from(1u32 << 24)
+}
+
 /// Checks `got` for row `w` times activations `a` against the scalar dot: within the
 /// tolerance, and bit for bit when `exact` (unit scales, every value exact in f32).
 pub(crate) fn check(ty: GgmlType, w: &[u8], a: &[u8], got: f32, exact: bool, what: &str) {

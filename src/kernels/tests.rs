@@ -421,8 +421,13 @@ fn quantizers_match_scalar_on_non_finite_input() {
     }
 }
 
-fn matmul_tolerance(ty: GgmlType, w_row: &[u8], x: &[f32]) -> f64 {
-    let a = if matches!(ty, F16 | F32) {
+/// What `k`'s matmul of row `w_row` with `x` may differ from the scalar one by.
+fn matmul_tolerance(k: &Kernels, ty: GgmlType, w_row: &[u8], x: &[f32]) -> f64 {
+    if ty == F16 {
+        let f16_arith = k.tiles(ty, x.len()).is_some_and(|t| t.f16_arith);
+        return f16_tolerance(w_row, x, f16_arith);
+    }
+    let a = if matches!(ty, F32) {
         to_bytes(x)
     } else {
         quantize_act(ty, x)
@@ -497,7 +502,7 @@ fn matmul_equals_scalar_matmul() {
                         };
                         for r in 0..rows {
                             let (g, s) = (got[t * rows + r], want[t * rows + r]);
-                            let tol = matmul_tolerance(ty, &w_rows[r], xt);
+                            let tol = matmul_tolerance(&k, ty, &w_rows[r], xt);
                             assert!(
                                 (f64::from(g) - f64::from(s)).abs() <= tol,
                                 "{isa:?} {kind} {ty} tokens={n_tokens} t={t} r={r}: {g} vs scalar {s} (tol {tol})"
@@ -562,6 +567,7 @@ fn matmul_handles_small_and_odd_shapes() {
                         let rb = w.row_bytes();
                         let t = i / rows;
                         let tol = matmul_tolerance(
+                            k,
                             ty,
                             &data[r * rb..(r + 1) * rb],
                             &x[t * cols..(t + 1) * cols],
@@ -653,7 +659,7 @@ fn matvec_many_equals_each_job_alone() {
             .unwrap();
             let rb = w.row_bytes();
             for r in 0..w.rows {
-                let tol = matmul_tolerance(w.ty, &w.data[r * rb..(r + 1) * rb], &inputs[i]);
+                let tol = matmul_tolerance(&k, w.ty, &w.data[r * rb..(r + 1) * rb], &inputs[i]);
                 let d = (f64::from(outs[i][r]) - f64::from(want[r])).abs();
                 assert!(
                     d <= tol,

@@ -11,12 +11,14 @@
 //! |--------------------|---------------------|----------------------------------|
 //! | Q4_0..Q5_1, Q8_0   | SMULL/SMLAL, exact  | SDOT, exact                      |
 //! | Q4_K, Q5_K, Q6_K   | SMULL/SMLAL, exact  | SDOT, summation order differs    |
-//! | F16, F32           | FCVTL + FMUL/FADD   | (NEON's)                         |
+//! | F16, one token     | FCVTL + FMLA        | FMLA .8h (FP16, `fp16.rs`)       |
+//! | F16 groups, F32    | FCVTL + FMLA        | (NEON's)                         |
 //! | Q8_0/Q8_1/Q8_K act | FCVTAS / FCVTNS     | (NEON's)                         |
 //!
-//! "Exact" means the scalar reference's f32 result to the bit; the one exception,
-//! K-quants on `sdot`, keeps exact integers and differs only in how the float lane
-//! sums are grouped (tolerance in `tests.rs`). Other weight types fall back to the
+//! "Exact" means the scalar reference's f32 result to the bit; K-quants on `sdot`
+//! keep exact integers and differ only in how the float lane sums are grouped
+//! (tolerance in `tests.rs`); F16 in FP16 arithmetic is as precise as f16 allows
+//! (`kernels::F16_ARITH_ERROR`), as llama.cpp's F16 path on these cores. Other weight types fall back to the
 //! scalar lookup, which has none either.
 //!
 //! Tile kernels (`engine.rs`, `i8mm.rs`; see `kernels::tile`): every quantized type
@@ -30,6 +32,7 @@
 mod common;
 mod dotprod;
 mod engine;
+mod fp16;
 mod i8mm;
 mod kernels;
 mod neon;
@@ -44,7 +47,9 @@ pub struct Neon {
     _detected: (),
 }
 
-/// Proof that this CPU has FEAT_DotProd (`sdot`).
+/// Proof that this CPU has FEAT_DotProd (`sdot`) and FEAT_FP16 (half-precision
+/// arithmetic). Every core with the first has the second (Cortex-A55, A75, A76 and
+/// later, Neoverse N1 and later); one that had not would take the NEON path.
 #[derive(Clone, Copy)]
 pub struct Dotprod {
     _detected: (),
@@ -68,7 +73,9 @@ impl Neon {
 
 impl Dotprod {
     pub fn detect() -> Option<Dotprod> {
-        let ok = Neon::detect().is_some() && std::arch::is_aarch64_feature_detected!("dotprod");
+        let ok = Neon::detect().is_some()
+            && std::arch::is_aarch64_feature_detected!("dotprod")
+            && std::arch::is_aarch64_feature_detected!("fp16");
         ok.then_some(Dotprod { _detected: () })
     }
 
@@ -188,11 +195,19 @@ fn neon_types(ty: GgmlType) -> Option<TypeKernels> {
 }
 
 fn dotprod_types(ty: GgmlType) -> Option<TypeKernels> {
-    record(dotprod::vec_dot(ty), tile::for_type(ty, DotprodTiles))
+    record(dotprod::vec_dot(ty), fp16_or(ty, DotprodTiles))
 }
 
 fn i8mm_types(ty: GgmlType) -> Option<TypeKernels> {
-    record(dotprod::vec_dot(ty), tile::for_type(ty, I8mmTiles))
+    record(dotprod::vec_dot(ty), fp16_or(ty, I8mmTiles))
+}
+
+/// F16's FP16-arithmetic record on the cores that have it, else `p`'s tiles.
+fn fp16_or<P: PerFormat<Out = TileKernel>>(ty: GgmlType, p: P) -> Option<TileKernel> {
+    match ty {
+        GgmlType::F16 => Some(fp16::tiles()),
+        _ => tile::for_type(ty, p),
+    }
 }
 
 #[cfg(test)]

@@ -507,5 +507,6 @@ pub fn tile_kernel<F: Format, const R: usize>(
         },
         gemv,
         gemm,
+        f16_arith: false,
     }
 }
