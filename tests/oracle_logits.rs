@@ -13,7 +13,10 @@ use phiq::quant::GgmlType;
 /// does there; activations rounded to f16), 2e-2 (measured 5.7e-3 on this
 /// checkpoint under qemu's cortex-a76 and max).
 fn tolerance(ty: &str, model: &Model) -> f32 {
-    let fp16 = |k: &Kernels| k.tiles(GgmlType::F16, model.hp.n_embd).is_some_and(|t| t.f16_arith);
+    let fp16 = |k: &Kernels| {
+        k.tiles(GgmlType::F16, model.hp.n_embd)
+            .is_some_and(|t| t.f16_arith)
+    };
     if ty == "f16" && fp16(model.kernels()) {
         2e-2
     } else {
@@ -48,7 +51,8 @@ fn models() -> (tempfile::TempDir, Vec<(&'static str, Model)>) {
                 .rev()
                 .find(|&isa| {
                     let k = Kernels::for_isa(isa).unwrap();
-                    !k.tiles(GgmlType::F16, model.hp.n_embd).is_some_and(|t| t.f16_arith)
+                    !k.tiles(GgmlType::F16, model.hp.n_embd)
+                        .is_some_and(|t| t.f16_arith)
                 })
                 .expect("a path without FP16 arithmetic");
             exact

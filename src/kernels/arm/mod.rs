@@ -11,8 +11,8 @@
 //! |--------------------|---------------------|----------------------------------|
 //! | Q4_0..Q5_1, Q8_0   | SMULL/SMLAL, exact  | SDOT, exact                      |
 //! | Q4_K, Q5_K, Q6_K   | SMULL/SMLAL, exact  | SDOT, summation order differs    |
-//! | F16, one token     | FCVTL + FMLA        | FMLA .8h (FP16, `fp16.rs`)       |
-//! | F16 groups, F32    | FCVTL + FMLA        | (NEON's)                         |
+//! | F16 (tiles)        | FCVTL + FMLA        | FMLA .8h by element (`fp16.rs`)  |
+//! | F16 rows, F32      | FCVTL + FMUL/FADD   | (NEON's)                         |
 //! | Q8_0/Q8_1/Q8_K act | FCVTAS / FCVTNS     | (NEON's)                         |
 //!
 //! "Exact" means the scalar reference's f32 result to the bit; K-quants on `sdot`
@@ -21,8 +21,9 @@
 //! (`kernels::F16_ARITH_ERROR`), as llama.cpp's F16 path on these cores. Other weight types fall back to the
 //! scalar lookup, which has none either.
 //!
-//! Tile kernels (`engine.rs`, `i8mm.rs`; see `kernels::tile`): every quantized type
-//! and F16, repacked at load into 4-row tiles, on every path: NEON with widening
+//! Tile kernels (`engine.rs`, `i8mm.rs`, `fp16.rs`; see `kernels::tile`): every
+//! quantized type and F16, repacked at load into 4-row tiles (F16 on dotprod and
+//! i8mm: 8-row tiles, one f16 vector per element), on every path: NEON with widening
 //! multiplies, dotprod with `sdot`, i8mm with `smmla` for groups of tokens (one token
 //! keeps `sdot`: `smmla` would waste half its products).
 //!

@@ -167,7 +167,15 @@ fn tiles_equal_scalar_dots() {
                     let w = weights(ty, rows, cols, &mut rng);
                     let a = acts(ty, tokens, cols, &mut rng);
                     let out = run_tiles(&tk, cols, &w.concat(), rows, &a);
-                    check_all(ty, &tk, &w, &a, &out, false, &format!("{name} {ty} n={cols}"));
+                    check_all(
+                        ty,
+                        &tk,
+                        &w,
+                        &a,
+                        &out,
+                        false,
+                        &format!("{name} {ty} n={cols}"),
+                    );
                 }
             }
         }
@@ -194,7 +202,15 @@ fn tile_integer_parts_are_exact() {
                     .collect();
                 let a: Vec<Vec<u8>> = (0..7).map(|_| unit_acts(ty, nb, &mut rng)).collect();
                 let out = run_tiles(&tk, cols, &w.concat(), rows, &a);
-                check_all(ty, &tk, &w, &a, &out, true, &format!("{name} {ty} unit scales"));
+                check_all(
+                    ty,
+                    &tk,
+                    &w,
+                    &a,
+                    &out,
+                    true,
+                    &format!("{name} {ty} unit scales"),
+                );
                 exact += w
                     .iter()
                     .flat_map(|w| a.iter().map(move |a| magnitude(ty, w, a)))
@@ -223,7 +239,15 @@ fn tile_extremes_are_exact() {
         let cols = 3 * ty.block_size();
         for (name, tk) in all_tile_kernels(ty) {
             let out = run_tiles(&tk, cols, &w.concat(), w.len(), &a);
-            check_all(ty, &tk, &w, &a, &out, true, &format!("{name} {ty} extremes"));
+            check_all(
+                ty,
+                &tk,
+                &w,
+                &a,
+                &out,
+                true,
+                &format!("{name} {ty} extremes"),
+            );
         }
     }
 }
@@ -269,22 +293,35 @@ fn f16_tiles_on_integers_are_exact() {
 fn f16_tiles_at_the_largest_weights_stay_finite() {
     let mut rng = Rng(35);
     let cols = 64;
-    let big = |rng: &mut Rng| f32::from(half::f16::MAX) * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+    let big =
+        |rng: &mut Rng| f32::from(half::f16::MAX) * if rng.below(2) == 0 { 1.0 } else { -1.0 };
     for (name, tk) in all_tile_kernels(F16) {
         let w: Vec<Vec<u8>> = (0..tk.rows + 1)
             .map(|r| {
                 let x: Vec<f32> = (0..cols)
-                    .map(|_| if r % 2 == 0 { big(&mut rng).abs() } else { big(&mut rng) })
+                    .map(|_| {
+                        if r % 2 == 0 {
+                            big(&mut rng).abs()
+                        } else {
+                            big(&mut rng)
+                        }
+                    })
                     .collect();
                 quantize(F16, &x)
             })
             .collect();
-        let a: Vec<Vec<u8>> = (0..3)
-            .map(|_| to_bytes(&varied(&mut rng, cols)))
-            .collect();
+        let a: Vec<Vec<u8>> = (0..3).map(|_| to_bytes(&varied(&mut rng, cols))).collect();
         let out = run_tiles(&tk, cols, &w.concat(), w.len(), &a);
         assert!(out.iter().all(|v| v.is_finite()), "{name}: {out:?}");
-        check_all(F16, &tk, &w, &a, &out, false, &format!("{name} largest weights"));
+        check_all(
+            F16,
+            &tk,
+            &w,
+            &a,
+            &out,
+            false,
+            &format!("{name} largest weights"),
+        );
     }
 }
 
