@@ -120,6 +120,32 @@ pub struct TypeKernels {
 /// rounding per element, not bit for bit.
 pub type AxpyFn = fn(a: f32, x: &[f32], y: &mut [f32]);
 
+/// Attention of one head over an F16 cache, read as stored (a path's record where
+/// it has one; elsewhere the model widens the cache to f32 rows). Rows are the
+/// head's `2·head_dim` bytes at multiples of `stride` in the slice given.
+#[derive(Clone, Copy)]
+pub struct AttnF16 {
+    /// The head sizes these kernels take.
+    pub head_dims: &'static [usize],
+    /// `scores[p] = q · k_p` for `scores.len()` key rows.
+    pub scores: fn(q: &[f32], keys: &[u8], stride: usize, scores: &mut [f32]),
+    /// `out = Σ_p w[p] · v_p` for `w.len()` value rows.
+    pub values: fn(w: &[f32], values: &[u8], stride: usize, out: &mut [f32]),
+    /// Sums run in FP16 arithmetic, within [`F16_ARITH_ERROR`] of the f32 sums.
+    pub f16_arith: bool,
+}
+
+/// Checks that `rows` rows of `n` f16 elements, `stride` bytes apart, lie inside
+/// `data` (a release-mode panic: the model passes whole cache rows).
+#[inline]
+pub(crate) fn check_rows(n: usize, data: &[u8], stride: usize, rows: usize) {
+    assert!(
+        rows == 0 || (rows - 1) * stride + 2 * n <= data.len(),
+        "{rows} rows of {n} f16 at stride {stride} do not fit {} bytes",
+        data.len()
+    );
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KernelError {
     #[error("PHIQ_KERNEL={0:?} is not a kernel path (scalar, avx2, avx512, neon, dotprod, i8mm)")]
@@ -139,6 +165,8 @@ pub struct Kernels {
     /// Tiles disabled (tests, benchmarks): every product goes row by row.
     rows_only: bool,
     pub axpy: AxpyFn,
+    /// Attention over an F16 cache as stored, on paths that have it.
+    pub attn_f16: Option<AttnF16>,
 }
 
 impl Kernels {
@@ -192,6 +220,7 @@ impl Kernels {
             quantize_act: scalar::quantize_act,
             rows_only: false,
             axpy: scalar::axpy,
+            attn_f16: None,
         }
     }
 
@@ -203,6 +232,7 @@ impl Kernels {
         types: fn(GgmlType) -> Option<TypeKernels>,
         quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
         axpy: AxpyFn,
+        attn_f16: Option<AttnF16>,
     ) -> Kernels {
         Kernels {
             isa,
@@ -210,6 +240,7 @@ impl Kernels {
             quantize_act,
             rows_only: false,
             axpy,
+            attn_f16,
         }
     }
 

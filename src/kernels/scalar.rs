@@ -71,6 +71,34 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// The reference of [`AttnF16::scores`](super::AttnF16): each key row widened
+/// to f32 and dotted with `q` as [`vec_dot_f16_f32`] does.
+pub fn attn_scores_f16(q: &[f32], keys: &[u8], stride: usize, scores: &mut [f32]) {
+    let n = q.len();
+    super::check_rows(n, keys, stride, scores.len());
+    for (p, s) in scores.iter_mut().enumerate() {
+        *s = vec_dot_f16_f32(
+            n,
+            &keys[p * stride..p * stride + 2 * n],
+            bytemuck::cast_slice(q),
+        );
+    }
+}
+
+/// The reference of [`AttnF16::values`](super::AttnF16): `out = Σ w[p]·v_p`,
+/// each value row widened to f32.
+pub fn attn_values_f16(w: &[f32], values: &[u8], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    super::check_rows(n, values, stride, w.len());
+    out.fill(0.0);
+    for (p, &w) in w.iter().enumerate() {
+        let row = &values[p * stride..p * stride + 2 * n];
+        for (o, v) in out.iter_mut().zip(row.chunks_exact(2)) {
+            *o += w * half::f16::from_le_bytes([v[0], v[1]]).to_f32();
+        }
+    }
+}
+
 pub fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = (elements::<f32>(w, n), elements::<f32>(a, n));
     let mut acc = [0f32; LANES];

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::kv_cache::{KeyRows, KvCache, KvType};
+use super::kv_cache::{CachedRows, KvCache, KvType};
 use super::ops::{Rope, gelu_new, layer_norm, softmax};
 use super::{Linear, Model, ModelError, Qkv, Result};
 use crate::kernels::matmul::{MatJob, matmul, matvec_many};
@@ -245,9 +245,11 @@ impl<'m> Session<'m> {
     }
 
     /// Causal attention of the batch's queries `q` (`[t][n_embd]`, after RoPE) over
-    /// the cache's first `total` positions, into `o`. Scores are dotted straight off
-    /// the cached key rows with the kernel table (F32/F16 caches; a Q8_0 cache is
-    /// widened to f32 first); values are widened to f32 once per layer.
+    /// the cache's first `total` positions, into `o`. An F16 cache is read as stored
+    /// where the kernel table has [`AttnF16`](crate::kernels::AttnF16) kernels for
+    /// the head size; otherwise scores are dotted straight off the cached key rows
+    /// with the table's row dot (F32/F16 caches; a Q8_0 cache is widened to f32
+    /// first) and values are widened to f32 once per layer.
     fn attend(
         &mut self,
         i: usize,
@@ -259,11 +261,33 @@ impl<'m> Session<'m> {
         let m = self.model;
         let hp = &m.hp;
         let (d, hd) = (hp.n_embd, hp.head_dim);
+        let attn_f16 = m.kernels.attn_f16.filter(|a| a.head_dims.contains(&hd));
+        if let (Some(a), Some(keys), Some(values)) = (
+            attn_f16,
+            self.cache.key_rows(i, total),
+            self.cache.f16_value_rows(i, total),
+        ) {
+            let group = hp.n_head / hp.n_head_kv;
+            let scale = 1.0 / (hd as f32).sqrt();
+            o.par_chunks_mut(hd)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (j, out)| {
+                    let (t, head) = (j / hp.n_head, j % hp.n_head);
+                    let at = head / group * hd * 2;
+                    scores.resize(past + t + 1, 0.0);
+                    let qh = &q[t * d + head * hd..t * d + (head + 1) * hd];
+                    (a.scores)(qh, &keys.data[at..], keys.row_bytes, scores);
+                    scores.iter_mut().for_each(|s| *s *= scale);
+                    softmax(scores);
+                    (a.values)(scores, &values.data[at..], values.row_bytes, out);
+                });
+            return Ok(());
+        }
         let keys = match self.cache.key_rows(i, total) {
             Some(rows) => rows,
             None => {
                 self.cache.keys(i, total, &mut self.keys_f32);
-                KeyRows {
+                CachedRows {
                     ty: quant::GgmlType::F32,
                     data: bytemuck::cast_slice(&self.keys_f32),
                     row_bytes: 4 * self.cache.kv_dim,

@@ -35,8 +35,8 @@ impl KvType {
     }
 }
 
-/// Cached rows of one layer as stored: `row_bytes` per position, of type `ty`.
-pub struct KeyRows<'a> {
+/// Cached keys or values of one layer as stored: `row_bytes` per position, of type `ty`.
+pub struct CachedRows<'a> {
     pub ty: GgmlType,
     pub data: &'a [u8],
     pub row_bytes: usize,
@@ -86,15 +86,25 @@ impl KvCache {
 
     /// The cached key rows of positions `0..n` of `layer` as stored, when the kernel
     /// table can dot f32 queries with them directly (F32, F16); `None` for Q8_0.
-    pub fn key_rows(&self, layer: usize, n: usize) -> Option<KeyRows<'_>> {
+    pub fn key_rows(&self, layer: usize, n: usize) -> Option<CachedRows<'_>> {
         match self.ty {
-            KvType::F32 | KvType::F16 => Some(KeyRows {
+            KvType::F32 | KvType::F16 => Some(CachedRows {
                 ty: self.ty.ggml(),
                 data: &self.layers[layer].0[..n * self.row_bytes],
                 row_bytes: self.row_bytes,
             }),
             KvType::Q8_0 => None,
         }
+    }
+
+    /// The cached value rows of positions `0..n` of `layer` as stored, for an F16
+    /// cache (what [`AttnF16`](crate::kernels::AttnF16) reads); `None` otherwise.
+    pub fn f16_value_rows(&self, layer: usize, n: usize) -> Option<CachedRows<'_>> {
+        (self.ty == KvType::F16).then(|| CachedRows {
+            ty: GgmlType::F16,
+            data: &self.layers[layer].1[..n * self.row_bytes],
+            row_bytes: self.row_bytes,
+        })
     }
 
     /// Keys of positions `0..n` of `layer` as f32 rows.

@@ -68,7 +68,7 @@ fn prepare(cols: usize, rows: &[&[u8]], out: &mut [u32]) {
 
 /// A power of two taking `max |x|` into `[32, 64)`, and its inverse (1 and 1 for a
 /// token of zeros or of non-finite values, whose products are what they are).
-fn scale_of(x: &[f32]) -> (f32, f32) {
+pub(super) fn scale_of(x: &[f32]) -> (f32, f32) {
     let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     if !max.is_normal() {
         return (1.0, 1.0);

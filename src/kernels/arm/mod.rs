@@ -13,6 +13,7 @@
 //! | Q4_K, Q5_K, Q6_K   | SMULL/SMLAL, exact  | SDOT, summation order differs    |
 //! | F16 (tiles)        | FCVTL + FMLA        | FMLA .8h by element (`fp16.rs`)  |
 //! | F16 rows, F32      | FCVTL + FMUL/FADD   | (NEON's)                         |
+//! | F16 KV (attention) | (the model widens)  | FMLA .8h (`attn_fp16.rs`)        |
 //! | Q8_0/Q8_1/Q8_K act | FCVTAS / FCVTNS     | (NEON's)                         |
 //!
 //! "Exact" means the scalar reference's f32 result to the bit; K-quants on `sdot`
@@ -30,6 +31,7 @@
 //! Detection makes a value of [`Neon`], [`Dotprod`] or [`I8mm`], and nothing else
 //! can: those values are the proof every `#[target_feature]` entry point relies on.
 
+mod attn_fp16;
 mod common;
 mod dotprod;
 mod engine;
@@ -146,6 +148,7 @@ pub fn table(isa: Isa) -> Option<Kernels> {
         types,
         common::quantize_act,
         common::axpy,
+        (isa != Isa::Neon).then(attn_fp16::kernels),
     ))
 }
 

@@ -679,3 +679,107 @@ fn short_buffers_panic_instead_of_reading_past_them() {
         }
     }
 }
+
+/// F16 rows of `hd` elements, `stride` bytes apart, `n` of them, from `values`
+/// (cycled); the bytes between rows hold NaN, which a kernel reading them would show.
+fn cache_rows(values: &[f32], hd: usize, stride: usize, n: usize) -> Vec<u8> {
+    let mut out = vec![0xffu8; (n - 1) * stride + 2 * hd];
+    for p in 0..n {
+        for c in 0..hd {
+            put_f16(
+                &mut out,
+                p * stride + 2 * c,
+                values[(p * hd + c) % values.len()],
+            );
+        }
+    }
+    out
+}
+
+/// What FP16 attention may differ from the widening reference by, per output:
+/// `F16_ARITH_ERROR` of `Σ|a·b|` plus the f16 underflow of the smaller factor.
+fn attn_tolerance(terms: impl Iterator<Item = (f32, f32)>) -> f64 {
+    let (mut mag, mut under) = (0f64, 0f64);
+    for (a, b) in terms {
+        mag += (f64::from(a) * f64::from(b)).abs();
+        under += f64::from(a.abs().max(b.abs())) / f64::from(1u32 << 24);
+    }
+    crate::kernels::F16_ARITH_ERROR * mag + 64.0 * under
+}
+
+/// The FP16 attention kernels (dotprod, i8mm) against the widening reference: key
+/// rows at a stride (with poison between them), every head size they take, row
+/// counts around the 8-row value blocks, random and extreme values.
+#[test]
+fn attention_f16_matches_scalar_within_fp16_error() {
+    use crate::kernels::scalar::{attn_scores_f16, attn_values_f16};
+    let mut rng = Rng(41);
+    for k in paths("attention_f16_matches_scalar_within_fp16_error") {
+        let Some(a) = k.attn_f16 else {
+            assert_eq!(k.isa, Isa::Neon, "{} has FEAT_FP16", k.isa.name());
+            continue;
+        };
+        for &hd in a.head_dims {
+            let stride = 2 * hd * 3 + 16;
+            for n in [1, 7, 8, 9, 16, 23, 40] {
+                let kinds = [
+                    ("normal", rng.normals(n * hd)),
+                    ("big", vec![65504.0; n * hd]),
+                    ("varied", crate::testing::varied(&mut rng, n * hd)),
+                ];
+                for (kind, data) in kinds {
+                    let what = format!("{} hd={hd} n={n} {kind}", k.isa.name());
+                    let rows = cache_rows(&data, hd, stride, n);
+                    let q = rng.normals(hd);
+                    let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
+                    (a.scores)(&q, &rows, stride, &mut got);
+                    attn_scores_f16(&q, &rows, stride, &mut want);
+                    for p in 0..n {
+                        let row = (0..hd).map(|c| (q[c], f16_at(&rows, p * stride + 2 * c)));
+                        let tol = attn_tolerance(row);
+                        let diff = f64::from((got[p] - want[p]).abs());
+                        assert!(
+                            got[p].is_finite() && diff <= tol,
+                            "scores {what} p={p}: {} vs {} (tol {tol})",
+                            got[p],
+                            want[p]
+                        );
+                    }
+                    let mut w: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+                    if kind == "big" {
+                        w.fill(1.0);
+                    }
+                    let (mut got, mut want) = (vec![0f32; hd], vec![0f32; hd]);
+                    (a.values)(&w, &rows, stride, &mut got);
+                    attn_values_f16(&w, &rows, stride, &mut want);
+                    for c in 0..hd {
+                        let col = (0..n).map(|p| (w[p], f16_at(&rows, p * stride + 2 * c)));
+                        let tol = attn_tolerance(col);
+                        let diff = f64::from((got[c] - want[c]).abs());
+                        assert!(
+                            got[c].is_finite() && diff <= tol,
+                            "values {what} c={c}: {} vs {} (tol {tol})",
+                            got[c],
+                            want[c]
+                        );
+                    }
+                }
+            }
+            let rows = cache_rows(&[1.0], hd, stride, 4);
+            let short = &rows[..rows.len() - 1];
+            let q = vec![1.0; hd];
+            assert!(
+                std::panic::catch_unwind(|| (a.scores)(&q, short, stride, &mut [0.0; 4])).is_err()
+            );
+            assert!(
+                std::panic::catch_unwind(|| (a.values)(
+                    &[1.0; 4],
+                    short,
+                    stride,
+                    &mut vec![0.0; hd]
+                ))
+                .is_err()
+            );
+        }
+    }
+}

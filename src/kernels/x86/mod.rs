@@ -103,11 +103,10 @@ pub fn available() -> Vec<Isa> {
 pub fn table(isa: Isa) -> Option<Kernels> {
     match isa {
         Isa::Avx2 => {
-            Avx2::detect().map(|_| Kernels::simd(isa, avx2_types, avx2_quantize_act, axpy))
+            Avx2::detect().map(|_| Kernels::simd(isa, avx2_types, avx2_quantize_act, axpy, None))
         }
-        Isa::Avx512 => {
-            Avx512::detect().map(|_| Kernels::simd(isa, avx512_types, avx2_quantize_act, axpy))
-        }
+        Isa::Avx512 => Avx512::detect()
+            .map(|_| Kernels::simd(isa, avx512_types, avx2_quantize_act, axpy, None)),
         _ => None,
     }
 }
