@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 pub mod sample;
+pub mod server;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod tokenizer;

@@ -14,8 +14,12 @@ pub struct SamplerConfig {
     pub min_p: f32,
     /// Divide positive (multiply negative) logits of recent tokens (1.0: off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted once from the logit of every recent token (OpenAI's; 0.0: off).
+    pub presence_penalty: f32,
+    /// Subtracted from a recent token's logit per occurrence (OpenAI's; 0.0: off).
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -28,6 +32,8 @@ impl Default for SamplerConfig {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0x5eed,
         }
     }
@@ -82,17 +88,22 @@ impl Sampler {
     }
 
     fn penalize(&self, logits: &mut [f32], history: &[u32]) {
-        let p = self.cfg.repeat_penalty;
-        if p == 1.0 || self.cfg.repeat_last_n == 0 {
+        let c = &self.cfg;
+        let off =
+            c.repeat_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0;
+        if off || c.repeat_last_n == 0 {
             return;
         }
-        let recent = &history[history.len().saturating_sub(self.cfg.repeat_last_n)..];
-        let mut seen = std::collections::HashSet::new();
+        let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
+        let mut counts = std::collections::HashMap::new();
         for &t in recent {
-            if let Some(l) = logits.get_mut(t as usize)
-                && seen.insert(t)
-            {
+            *counts.entry(t).or_insert(0u32) += 1;
+        }
+        for (t, n) in counts {
+            if let Some(l) = logits.get_mut(t as usize) {
+                let p = c.repeat_penalty;
                 *l = if *l > 0.0 { *l / p } else { *l * p };
+                *l -= c.presence_penalty + c.frequency_penalty * n as f32;
             }
         }
     }
@@ -229,5 +240,36 @@ mod tests {
         assert_eq!(s.sample(&[f32::NAN, 1.0, f32::NEG_INFINITY], &[]), 1);
         let mut s = Sampler::new(cfg(1.0));
         let _ = s.sample(&[f32::NAN, f32::NAN], &[]);
+    }
+}
+
+/// The longest prefix of `text` that cannot be the beginning of a stop text.
+pub fn stop_safe_prefix<S: AsRef<str>>(text: &str, stops: &[S]) -> usize {
+    let mut safe = text.len();
+    for st in stops {
+        let st = st.as_ref();
+        for k in (1..st.len()).rev() {
+            if text.ends_with(&st[..k.min(st.len())]) && st.is_char_boundary(k) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    while !text.is_char_boundary(safe) {
+        safe -= 1;
+    }
+    safe
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::stop_safe_prefix as safe_prefix;
+
+    #[test]
+    fn safe_prefix_holds_back_partial_stop_texts() {
+        assert_eq!(safe_prefix("hello\nIns", &["\nInstruct:"]), 5);
+        assert_eq!(safe_prefix("hello", &["\nInstruct:"]), 5);
+        assert_eq!(safe_prefix("hello\n", &["\nInstruct:"]), 5);
+        assert_eq!(safe_prefix::<&str>("héllo", &[]), "héllo".len());
     }
 }

@@ -248,7 +248,7 @@ pub fn generate(
             break Stop::Matched;
         }
         // Hold back what could be the start of a stop text.
-        let safe = safe_prefix(&text, stop_texts);
+        let safe = phiq::sample::stop_safe_prefix(&text, stop_texts);
         if safe > printed {
             emit(out, &text[printed..safe])?;
             printed = safe;
@@ -276,23 +276,6 @@ fn emit(out: &mut dyn Write, s: &str) -> Result<()> {
     Ok(())
 }
 
-/// The longest prefix of `text` that cannot be the beginning of a stop text.
-fn safe_prefix(text: &str, stops: &[&str]) -> usize {
-    let mut safe = text.len();
-    for st in stops {
-        for k in (1..st.len()).rev() {
-            if text.ends_with(&st[..k.min(st.len())]) && st.is_char_boundary(k) {
-                safe = safe.min(text.len() - k);
-                break;
-            }
-        }
-    }
-    while !text.is_char_boundary(safe) {
-        safe -= 1;
-    }
-    safe
-}
-
 pub fn per_second(n: usize, d: Duration) -> f64 {
     if d.as_secs_f64() > 0.0 {
         n as f64 / d.as_secs_f64()
@@ -307,17 +290,4 @@ pub fn per_second(n: usize, d: Duration) -> f64 {
 pub fn default_threads() -> usize {
     let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
     num_cpus::get_physical().clamp(1, allowed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::safe_prefix;
-
-    #[test]
-    fn safe_prefix_holds_back_partial_stop_texts() {
-        assert_eq!(safe_prefix("hello\nIns", &["\nInstruct:"]), 5);
-        assert_eq!(safe_prefix("hello", &["\nInstruct:"]), 5);
-        assert_eq!(safe_prefix("hello\n", &["\nInstruct:"]), 5);
-        assert_eq!(safe_prefix("héllo", &[]), "héllo".len());
-    }
 }

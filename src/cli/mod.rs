@@ -6,6 +6,7 @@ mod common;
 mod info;
 mod perplexity;
 mod run;
+mod serve;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -38,12 +39,16 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Measure prompt and generation speed (llama-bench style).
     Bench(bench::BenchArgs),
+    /// Serve the model over HTTP with OpenAI's API (and a chat page at /).
+    Serve(serve::ServeArgs),
     /// Describe a GGUF file: architecture, hyperparameters, metadata, tensors, size.
     Info(info::InfoArgs),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    // llama-server spells the slot count `-np`; clap's short flags are one letter.
+    let args = std::env::args().map(|a| if a == "-np" { "--parallel".into() } else { a });
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Run(args) => run::run(&args)?,
         Command::Chat(args) => chat::run(&args)?,
@@ -51,6 +56,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Tokenize(args) => tokenize::run(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::Info(args) => info::run(&args)?,
+        Command::Serve(args) => serve::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,324 @@
+//! The model thread: loads the model, then runs requests in `-np` slots, one step
+//! at a time. A step gives every slot one unit of work: a chunk of its prompt, or
+//! its next token, so a long prompt does not freeze the other streams and a
+//! cancelled request (its receiver dropped) frees its slot within one step.
+//!
+//! The slots share one KV budget of `--ctx` tokens, split evenly (each slot's
+//! session holds `ctx / np` positions). A slot keeps its cache after a request: the
+//! next request whose tokens start with the cached ones (the next chat turn)
+//! evaluates only the rest; a new request goes to the free slot sharing the longest
+//! prefix with it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{ApiError, Shared};
+use crate::model::{Logits, Model, Session};
+use crate::sample::{Sampler, SamplerConfig, stop_safe_prefix};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// What one request asks the model for (already tokenized and checked).
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Texts that end the answer; never shown, not even in part.
+    pub stops: Vec<String>,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the model thread reports to a request's handler.
+pub enum Event {
+    /// New text of the answer.
+    Text(String),
+    /// The answer is complete.
+    Done(Finish),
+    /// The request failed after it was accepted.
+    Error(ApiError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of text or a stop string.
+    Stop,
+    /// `max_tokens` or the slot's context.
+    Length,
+}
+
+impl FinishReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// How a request ended, with llama.cpp's usage and timings.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub reason: FinishReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens found in the slot's cache and not evaluated again.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    pub prompt_time: Duration,
+    pub predicted_time: Duration,
+}
+
+/// Prompt tokens one step evaluates for one slot.
+const PROMPT_CHUNK: usize = 64;
+
+struct Active<'t> {
+    job: Job,
+    decoder: StreamDecoder<'t>,
+    sampler: Sampler,
+    /// Prompt tokens not yet evaluated (from `fed`).
+    fed: usize,
+    cached: usize,
+    logits: Vec<f32>,
+    decoder_text: String,
+    /// Bytes of `decoder_text` sent.
+    sent: usize,
+    generated: usize,
+    started: Instant,
+    prompt_time: Duration,
+    decode_start: Option<Instant>,
+}
+
+struct Slot<'m, 't> {
+    session: Session<'m>,
+    /// The tokens the session's cache holds, in order.
+    tokens: Vec<u32>,
+    active: Option<Active<'t>>,
+}
+
+/// Runs the model thread until the job channel closes and every slot is idle.
+pub fn run(
+    model: &Model,
+    tok: &Tokenizer,
+    shared: &Arc<Shared>,
+    per_slot: usize,
+    jobs: Receiver<Job>,
+) {
+    let cfg = &shared.config;
+    let mut slots: Vec<Slot> = (0..cfg.slots)
+        .map(|_| Slot {
+            session: model
+                .session(per_slot, cfg.kv_type)
+                .expect("the slot size was checked at start-up"),
+            tokens: Vec::new(),
+            active: None,
+        })
+        .collect();
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    let mut open = true;
+    loop {
+        let busy = slots.iter().filter(|s| s.active.is_some()).count();
+        // Wait for work only when there is none; otherwise take what has arrived.
+        if busy == 0 && pending.is_empty() {
+            if !open {
+                return;
+            }
+            match jobs.recv_timeout(Duration::from_millis(200)) {
+                Ok(job) => pending.push_back(job),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            pending.push_back(job);
+        }
+        pending.retain(|j| {
+            let keep = !j.events.is_closed();
+            if !keep {
+                shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
+        while let Some(i) = best_free_slot(&slots, pending.front()) {
+            let job = pending.pop_front().expect("best_free_slot saw a job");
+            shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            start(&mut slots[i], tok, job);
+        }
+        let busy = slots.iter().filter(|s| s.active.is_some()).count();
+        shared.metrics.busy.store(busy, Ordering::Relaxed);
+        for slot in &mut slots {
+            step(slot, tok, shared);
+        }
+        let busy = slots.iter().filter(|s| s.active.is_some()).count();
+        shared.metrics.busy.store(busy, Ordering::Relaxed);
+    }
+}
+
+/// The free slot whose cache shares the longest prefix with `job`'s prompt.
+fn best_free_slot(slots: &[Slot], job: Option<&Job>) -> Option<usize> {
+    let job = job?;
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active.is_none())
+        .max_by_key(|(i, s)| (common_prefix(&s.tokens, &job.prompt), usize::MAX - i))
+        .map(|(i, _)| i)
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn start<'t>(slot: &mut Slot<'_, 't>, tok: &'t Tokenizer, job: Job) {
+    // Keep the cached prefix, but evaluate at least the prompt's last token: its
+    // logits choose the first new one.
+    let keep = common_prefix(&slot.tokens, &job.prompt).min(job.prompt.len() - 1);
+    slot.session.truncate(keep);
+    slot.tokens.truncate(keep);
+    slot.active = Some(Active {
+        sampler: Sampler::new(job.sampler.clone()),
+        decoder: tok.stream_decoder(),
+        job,
+        fed: keep,
+        cached: keep,
+        logits: Vec::new(),
+        decoder_text: String::new(),
+        sent: 0,
+        generated: 0,
+        started: Instant::now(),
+        prompt_time: Duration::ZERO,
+        decode_start: None,
+    });
+}
+
+/// One unit of work for `slot`: a prompt chunk, or one token.
+fn step(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) {
+    let Some(a) = slot.active.as_mut() else {
+        return;
+    };
+    if a.job.events.is_closed() {
+        slot.active = None;
+        return;
+    }
+    let result = if a.fed < a.job.prompt.len() {
+        prefill(slot, shared)
+    } else {
+        decode(slot, tok, shared)
+    };
+    if let Err(e) = result {
+        let a = slot.active.take().expect("a slot at work is active");
+        let _ = a.job.events.send(Event::Error(e));
+        // The cache may hold part of a batch: forget it.
+        slot.session.truncate(0);
+        slot.tokens.clear();
+    }
+}
+
+fn prefill(slot: &mut Slot, shared: &Shared) -> Result<(), ApiError> {
+    let a = slot.active.as_mut().expect("active");
+    let end = (a.fed + PROMPT_CHUNK).min(a.job.prompt.len());
+    let chunk = &a.job.prompt[a.fed..end];
+    a.logits = slot
+        .session
+        .eval(chunk, Logits::Last)
+        .map_err(|e| ApiError::server(format!("evaluating the prompt: {e}")))?;
+    slot.tokens.extend_from_slice(chunk);
+    shared
+        .metrics
+        .prompt_tokens
+        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    a.fed = end;
+    if a.fed == a.job.prompt.len() {
+        a.prompt_time = a.started.elapsed();
+        a.decode_start = Some(Instant::now());
+    }
+    Ok(())
+}
+
+fn decode(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) -> Result<(), ApiError> {
+    let a = slot.active.as_mut().expect("active");
+    let finish = |a: &Active, reason| Finish {
+        reason,
+        prompt_tokens: a.job.prompt.len(),
+        cached_tokens: a.cached,
+        completion_tokens: a.generated,
+        prompt_time: a.prompt_time,
+        predicted_time: a.decode_start.map_or(Duration::ZERO, |t| t.elapsed()),
+    };
+    let mut matched = false;
+    let done = if a.generated >= a.job.max_tokens {
+        Some(FinishReason::Length)
+    } else {
+        let next = a.sampler.sample(&a.logits, &slot.tokens);
+        if Some(next) == tok.eos_id() {
+            Some(FinishReason::Stop)
+        } else {
+            a.generated += 1;
+            shared
+                .metrics
+                .predicted_tokens
+                .fetch_add(1, Ordering::Relaxed);
+            let text = a.decoder.push(next);
+            a.decoder_text.push_str(&text);
+            slot.tokens.push(next);
+            if let Some(cut) = a
+                .job
+                .stops
+                .iter()
+                .filter_map(|s| a.decoder_text.find(s.as_str()))
+                .min()
+            {
+                a.decoder_text.truncate(cut);
+                matched = true;
+                Some(FinishReason::Stop)
+            } else {
+                let safe = stop_safe_prefix(&a.decoder_text, &a.job.stops);
+                send_text(a, safe);
+                if slot.session.len() >= slot.session.n_ctx() {
+                    Some(FinishReason::Length)
+                } else {
+                    a.logits = slot
+                        .session
+                        .eval(&[next], Logits::Last)
+                        .map_err(|e| ApiError::server(format!("generating: {e}")))?;
+                    None
+                }
+            }
+        }
+    };
+    if let Some(reason) = done {
+        let mut a = slot.active.take().expect("active");
+        // What was held back is not a stop string after all; a matched one was cut.
+        if !matched {
+            let rest = a.decoder.flush();
+            a.decoder_text.push_str(&rest);
+        }
+        let all = a.decoder_text.len();
+        send_text(&mut a, all);
+        let f = finish(&a, reason);
+        shared
+            .metrics
+            .predicted_micros
+            .fetch_add(f.predicted_time.as_micros() as u64, Ordering::Relaxed);
+        shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let _ = a.job.events.send(Event::Done(f));
+    }
+    Ok(())
+}
+
+/// Sends `decoder_text[sent..upto]`, if any, on whole characters.
+fn send_text(a: &mut Active<'_>, upto: usize) {
+    let mut upto = upto.min(a.decoder_text.len());
+    while !a.decoder_text.is_char_boundary(upto) {
+        upto -= 1;
+    }
+    if upto > a.sent {
+        let _ = a
+            .job
+            .events
+            .send(Event::Text(a.decoder_text[a.sent..upto].to_string()));
+        a.sent = upto;
+    }
+}
