@@ -190,3 +190,49 @@ fn perplexity_matches_within_1e_4_relative() {
         );
     }
 }
+
+/// Continuous batching: one new token for each of several sessions at different
+/// positions, in one forward pass, gives each session the logits it gets alone
+/// (within the oracle tolerance: a batch's products may group sums differently
+/// from one row's; on the x86 paths they are equal to the bit), and
+/// leaves each cache as eval would.
+#[test]
+fn decode_batch_equals_each_session_alone() {
+    let (_dir, models) = models();
+    let prompts: [&[u32]; 3] = [
+        &[464, 3139, 286, 4881],
+        &[15496],
+        &[40, 1842, 257, 3290, 290, 340, 318],
+    ];
+    let next = [318u32, 995, 13];
+    for (ty, model) in &models {
+        let mut alone = Vec::new();
+        for (p, &t) in prompts.iter().zip(&next) {
+            let mut s = model.session(64, KvType::F16).unwrap();
+            s.eval(p, Logits::Last).unwrap();
+            alone.push(s.eval(&[t], Logits::Last).unwrap());
+            alone.push(s.eval(&[t], Logits::Last).unwrap());
+        }
+        let mut sessions: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let mut s = model.session(64, KvType::F16).unwrap();
+                s.eval(p, Logits::Last).unwrap();
+                s
+            })
+            .collect();
+        let tol = tolerance(ty, model);
+        for step in 0..2 {
+            let mut refs: Vec<_> = sessions.iter_mut().collect();
+            let batch = model.decode_batch(&mut refs, &next).unwrap();
+            let n = model.hp.n_vocab;
+            for (i, want) in alone.iter().skip(step).step_by(2).enumerate() {
+                let diff = max_abs_diff(&batch[i * n..(i + 1) * n], want);
+                assert!(diff < tol, "{ty} session {i} step {step}: {diff}");
+            }
+        }
+        for (s, p) in sessions.iter().zip(&prompts) {
+            assert_eq!(s.len(), p.len() + 2);
+        }
+    }
+}

@@ -542,9 +542,12 @@ fn a_follow_up_reuses_the_cached_prefix() {
     assert_eq!(second["usage"]["prompt_tokens_details"]["cached_tokens"], n);
 }
 
-/// Greedy texts of requests served together equal the same requests served alone
-/// (each slot's forward pass is its own, so to the bit); a malformed request and a
-/// client that leaves mid-answer change nothing for the others.
+/// Greedy texts of requests served together (their tokens decoded in one batched
+/// forward pass) equal the same requests served alone. Exact text equality: the
+/// batched products give each token the logits it gets alone, to the bit on the x86
+/// paths this runs on (`oracle_logits::decode_batch_equals_each_session_alone`
+/// bounds every path). A malformed request and a client that leaves mid-answer
+/// change nothing for the others.
 #[test]
 fn concurrent_requests_equal_each_served_alone() {
     const PROMPTS: [&str; 6] = [

@@ -30,11 +30,6 @@ pub struct Session<'m> {
     values_f32: Vec<f32>,
 }
 
-/// Activations of a batch of `t` tokens, row-major `[t][width]`.
-struct Batch {
-    t: usize,
-}
-
 impl<'m> Session<'m> {
     pub(super) fn new(model: &'m Model, n_ctx: usize, kv: KvType) -> Result<Session<'m>> {
         let hp = &model.hp;
@@ -97,36 +92,95 @@ impl<'m> Session<'m> {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
-        let b = Batch { t: tokens.len() };
-        let mut h = self.embed(tokens)?;
+        let m = self.model;
+        let mut h = m.embed(tokens)?;
         hidden(0, &h);
-        let mut n = vec![0f32; b.t * hp.n_embd];
+        let t = tokens.len();
+        let mut n = vec![0f32; t * hp.n_embd];
+        let mut parts = [Part { s: self, t }];
         for layer in 0..hp.n_layer {
-            self.layer(layer, &b, &mut h, &mut n)?;
+            m.layer(layer, &mut parts, &mut h, &mut n)?;
             hidden(layer + 1, &h);
         }
         self.cache.len = needed;
-
-        let m = self.model;
         let rows: Vec<usize> = match want {
-            Logits::All => (0..b.t).collect(),
-            Logits::Last => vec![b.t - 1],
+            Logits::All => (0..t).collect(),
+            Logits::Last => vec![t - 1],
         };
+        m.logits(&h, &rows, &mut |normed| {
+            if want == Logits::All {
+                hidden(hp.n_layer + 1, normed);
+            }
+        })
+    }
+}
+
+/// One session's tokens inside a batch: `t` consecutive rows.
+struct Part<'a, 'm> {
+    s: &'a mut Session<'m>,
+    t: usize,
+}
+
+impl Model {
+    /// One new token for each of several sessions, in one forward pass: every
+    /// product reads its weights once for all of them (continuous batching), while
+    /// each token attends over its own session's cache. Returns the logits,
+    /// `[sessions.len()][n_vocab]`; each session's result equals what
+    /// [`Session::eval`] gives for that token alone up to the products' summation
+    /// order for `t` rows instead of one.
+    pub fn decode_batch(
+        &self,
+        sessions: &mut [&mut Session<'_>],
+        tokens: &[u32],
+    ) -> Result<Vec<f32>> {
+        assert_eq!(sessions.len(), tokens.len(), "one token per session");
+        let hp = &self.hp;
+        for s in sessions.iter() {
+            assert!(std::ptr::eq(s.model, self), "a session of another model");
+            if s.cache.len + 1 > s.cache.n_ctx {
+                return Err(ModelError::ContextFull {
+                    needed: s.cache.len + 1,
+                    n_ctx: s.cache.n_ctx,
+                });
+            }
+        }
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut h = self.embed(tokens)?;
+        let mut n = vec![0f32; tokens.len() * hp.n_embd];
+        let mut parts: Vec<Part> = sessions.iter_mut().map(|s| Part { s, t: 1 }).collect();
+        for layer in 0..hp.n_layer {
+            self.layer(layer, &mut parts, &mut h, &mut n)?;
+        }
+        for p in parts {
+            p.s.cache.len += 1;
+        }
+        let rows: Vec<usize> = (0..tokens.len()).collect();
+        self.logits(&h, &rows, &mut |_| {})
+    }
+
+    /// The output LayerNorm and logits of the hidden states' `rows`.
+    fn logits(
+        &self,
+        h: &[f32],
+        rows: &[usize],
+        normed_out: &mut dyn FnMut(&[f32]),
+    ) -> Result<Vec<f32>> {
+        let hp = &self.hp;
         let mut normed = vec![0f32; rows.len() * hp.n_embd];
-        for (o, &r) in normed.chunks_exact_mut(hp.n_embd).zip(&rows) {
+        for (o, &r) in normed.chunks_exact_mut(hp.n_embd).zip(rows) {
             let x = &h[r * hp.n_embd..(r + 1) * hp.n_embd];
-            layer_norm(x, &m.output_norm.w, &m.output_norm.b, hp.eps, o);
+            layer_norm(x, &self.output_norm.w, &self.output_norm.b, hp.eps, o);
         }
-        if want == Logits::All {
-            hidden(hp.n_layer + 1, &normed);
-        }
+        normed_out(&normed);
         let mut logits = vec![0f32; rows.len() * hp.n_vocab];
-        self.linear(&m.output, &normed, rows.len(), &mut logits)?;
+        self.linear(&self.output, &normed, rows.len(), &mut logits)?;
         Ok(logits)
     }
 
     fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let m = self.model;
+        let m = self;
         let d = m.hp.n_embd;
         let w = m.weight(&m.token_embd);
         let rb = w.row_bytes();
@@ -157,7 +211,7 @@ impl<'m> Session<'m> {
     /// in one parallel region (see [`matvec_many`]); a batch runs them one by one,
     /// each big enough to keep every core busy.
     fn products(&self, t: usize, jobs: &mut [(&Linear, &[f32], &mut [f32])]) -> Result<()> {
-        let m = self.model;
+        let m = self;
         if t == 1 {
             let mut many: Vec<MatJob> = jobs
                 .iter_mut()
@@ -180,15 +234,15 @@ impl<'m> Session<'m> {
     /// One layer, as HF's `PhiDecoderLayer`: the normed input feeds attention and
     /// MLP in parallel. Products with the same input run together (q, k, v, up), then
     /// the two with independent inputs (attention output, down).
-    fn layer(&mut self, i: usize, b: &Batch, h: &mut [f32], n: &mut [f32]) -> Result<()> {
-        let m = self.model;
+    fn layer(&self, i: usize, parts: &mut [Part], h: &mut [f32], n: &mut [f32]) -> Result<()> {
+        let m = self;
         let hp = &m.hp;
         let (d, kv, hd) = (hp.n_embd, hp.kv_dim(), hp.head_dim);
         let layer = &m.layers[i];
         for (o, x) in n.chunks_exact_mut(d).zip(h.chunks_exact(d)) {
             layer_norm(x, &layer.attn_norm.w, &layer.attn_norm.b, hp.eps, o);
         }
-        let t = b.t;
+        let t: usize = parts.iter().map(|p| p.t).sum();
         let (mut q, mut k, mut v) = (vec![0f32; t * d], vec![0f32; t * kv], vec![0f32; t * kv]);
         let mut up = vec![0f32; t * hp.n_ff];
         match &layer.qkv {
@@ -216,19 +270,22 @@ impl<'m> Session<'m> {
                 }
             }
         }
-        let past = self.cache.len;
-        for j in 0..t {
-            self.rope.apply(&mut q[j * d..(j + 1) * d], hd, past + j);
-            self.rope.apply(&mut k[j * kv..(j + 1) * kv], hd, past + j);
-            self.cache.store(
-                i,
-                past + j,
-                &k[j * kv..(j + 1) * kv],
-                &v[j * kv..(j + 1) * kv],
-            );
-        }
         let mut o = vec![0f32; t * d];
-        self.attend(i, past, past + t, &q, &mut o)?;
+        let mut row = 0;
+        for p in parts.iter_mut() {
+            let s = &mut *p.s;
+            let past = s.cache.len;
+            for j in row..row + p.t {
+                let pos = past + j - row;
+                s.rope.apply(&mut q[j * d..(j + 1) * d], hd, pos);
+                s.rope.apply(&mut k[j * kv..(j + 1) * kv], hd, pos);
+                s.cache
+                    .store(i, pos, &k[j * kv..(j + 1) * kv], &v[j * kv..(j + 1) * kv]);
+            }
+            let rows = row * d..(row + p.t) * d;
+            s.attend(i, past, past + p.t, &q[rows.clone()], &mut o[rows])?;
+            row += p.t;
+        }
         gelu_new(&mut up);
         let (mut attn, mut mlp) = (vec![0f32; t * d], vec![0f32; t * d]);
         self.products(
@@ -243,7 +300,9 @@ impl<'m> Session<'m> {
         }
         Ok(())
     }
+}
 
+impl Session<'_> {
     /// Causal attention of the batch's queries `q` (`[t][n_embd]`, after RoPE) over
     /// the cache's first `total` positions, into `o`. An F16 cache is read as stored
     /// where the kernel table has [`AttnF16`](crate::kernels::AttnF16) kernels for

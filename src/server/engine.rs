@@ -1,6 +1,10 @@
 //! The model thread: loads the model, then runs requests in `-np` slots, one step
-//! at a time. A step gives every slot one unit of work: a chunk of its prompt, or
-//! its next token, so a long prompt does not freeze the other streams and a
+//! at a time (continuous batching). A step feeds each slot that is still reading
+//! its prompt one chunk of it, then chooses the next token of every other active
+//! slot and evaluates all those tokens in one forward pass
+//! ([`Model::decode_batch`]): each weight is read once per step for every
+//! conversation, which is what generation is bound by. A long prompt therefore
+//! delays the other streams by one chunk per step, not by the whole prompt, and a
 //! cancelled request (its receiver dropped) frees its slot within one step.
 //!
 //! The slots share one KV budget of `--ctx` tokens, split evenly (each slot's
@@ -148,12 +152,73 @@ pub fn run(
         }
         let busy = slots.iter().filter(|s| s.active.is_some()).count();
         shared.metrics.busy.store(busy, Ordering::Relaxed);
-        for slot in &mut slots {
-            step(slot, tok, shared);
-        }
+        step(model, &mut slots, tok, shared);
         let busy = slots.iter().filter(|s| s.active.is_some()).count();
         shared.metrics.busy.store(busy, Ordering::Relaxed);
     }
+}
+
+/// One step: drops requests whose clients left, feeds each prefilling slot one
+/// prompt chunk, chooses every other active slot's next token, and evaluates those
+/// tokens together in one forward pass.
+fn step(model: &Model, slots: &mut [Slot], tok: &Tokenizer, shared: &Shared) {
+    for slot in slots.iter_mut() {
+        if slot
+            .active
+            .as_ref()
+            .is_some_and(|a| a.job.events.is_closed())
+        {
+            slot.active = None;
+        }
+    }
+    let mut feed: Vec<(usize, u32)> = Vec::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let Some(a) = slot.active.as_ref() else {
+            continue;
+        };
+        if a.fed < a.job.prompt.len() {
+            if let Err(e) = prefill(slot, shared) {
+                fail(slot, e);
+            }
+        } else if let Some(next) = choose(slot, tok, shared) {
+            feed.push((i, next));
+        }
+    }
+    if feed.is_empty() {
+        return;
+    }
+    let tokens: Vec<u32> = feed.iter().map(|&(_, t)| t).collect();
+    let mut sessions: Vec<&mut Session> = slots
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| feed.iter().any(|(j, _)| j == i))
+        .map(|(_, s)| &mut s.session)
+        .collect();
+    let result = model.decode_batch(&mut sessions, &tokens);
+    let n_vocab = model.hp.n_vocab;
+    for (k, &(i, t)) in feed.iter().enumerate() {
+        let slot = &mut slots[i];
+        match &result {
+            Ok(logits) => {
+                slot.tokens.push(t);
+                let a = slot.active.as_mut().expect("a fed slot is active");
+                a.logits.clear();
+                a.logits
+                    .extend_from_slice(&logits[k * n_vocab..(k + 1) * n_vocab]);
+            }
+            Err(e) => fail(slot, ApiError::server(format!("generating: {e}"))),
+        }
+    }
+}
+
+/// Ends `slot`'s request with an error; its cache may hold part of a batch, so it
+/// is forgotten.
+fn fail(slot: &mut Slot, e: ApiError) {
+    if let Some(a) = slot.active.take() {
+        let _ = a.job.events.send(Event::Error(e));
+    }
+    slot.session.truncate(0);
+    slot.tokens.clear();
 }
 
 /// The free slot whose cache shares the longest prefix with `job`'s prompt.
@@ -193,29 +258,6 @@ fn start<'t>(slot: &mut Slot<'_, 't>, tok: &'t Tokenizer, job: Job) {
     });
 }
 
-/// One unit of work for `slot`: a prompt chunk, or one token.
-fn step(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) {
-    let Some(a) = slot.active.as_mut() else {
-        return;
-    };
-    if a.job.events.is_closed() {
-        slot.active = None;
-        return;
-    }
-    let result = if a.fed < a.job.prompt.len() {
-        prefill(slot, shared)
-    } else {
-        decode(slot, tok, shared)
-    };
-    if let Err(e) = result {
-        let a = slot.active.take().expect("a slot at work is active");
-        let _ = a.job.events.send(Event::Error(e));
-        // The cache may hold part of a batch: forget it.
-        slot.session.truncate(0);
-        slot.tokens.clear();
-    }
-}
-
 fn prefill(slot: &mut Slot, shared: &Shared) -> Result<(), ApiError> {
     let a = slot.active.as_mut().expect("active");
     let end = (a.fed + PROMPT_CHUNK).min(a.job.prompt.len());
@@ -237,23 +279,17 @@ fn prefill(slot: &mut Slot, shared: &Shared) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn decode(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) -> Result<(), ApiError> {
+/// Chooses `slot`'s next token and sends its text. Returns the token to feed, or
+/// `None` when the answer is complete (then reported and the slot freed).
+fn choose(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) -> Option<u32> {
     let a = slot.active.as_mut().expect("active");
-    let finish = |a: &Active, reason| Finish {
-        reason,
-        prompt_tokens: a.job.prompt.len(),
-        cached_tokens: a.cached,
-        completion_tokens: a.generated,
-        prompt_time: a.prompt_time,
-        predicted_time: a.decode_start.map_or(Duration::ZERO, |t| t.elapsed()),
-    };
     let mut matched = false;
-    let done = if a.generated >= a.job.max_tokens {
-        Some(FinishReason::Length)
+    let reason = if a.generated >= a.job.max_tokens {
+        FinishReason::Length
     } else {
         let next = a.sampler.sample(&a.logits, &slot.tokens);
         if Some(next) == tok.eos_id() {
-            Some(FinishReason::Stop)
+            FinishReason::Stop
         } else {
             a.generated += 1;
             shared
@@ -262,50 +298,49 @@ fn decode(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) -> Result<(), ApiEr
                 .fetch_add(1, Ordering::Relaxed);
             let text = a.decoder.push(next);
             a.decoder_text.push_str(&text);
-            slot.tokens.push(next);
-            if let Some(cut) = a
-                .job
-                .stops
+            let stops = &a.job.stops;
+            if let Some(cut) = stops
                 .iter()
                 .filter_map(|s| a.decoder_text.find(s.as_str()))
                 .min()
             {
                 a.decoder_text.truncate(cut);
                 matched = true;
-                Some(FinishReason::Stop)
+                FinishReason::Stop
             } else {
-                let safe = stop_safe_prefix(&a.decoder_text, &a.job.stops);
+                let safe = stop_safe_prefix(&a.decoder_text, stops);
                 send_text(a, safe);
-                if slot.session.len() >= slot.session.n_ctx() {
-                    Some(FinishReason::Length)
+                if a.generated >= a.job.max_tokens || slot.session.len() >= slot.session.n_ctx() {
+                    FinishReason::Length
                 } else {
-                    a.logits = slot
-                        .session
-                        .eval(&[next], Logits::Last)
-                        .map_err(|e| ApiError::server(format!("generating: {e}")))?;
-                    None
+                    return Some(next);
                 }
             }
         }
     };
-    if let Some(reason) = done {
-        let mut a = slot.active.take().expect("active");
-        // What was held back is not a stop string after all; a matched one was cut.
-        if !matched {
-            let rest = a.decoder.flush();
-            a.decoder_text.push_str(&rest);
-        }
-        let all = a.decoder_text.len();
-        send_text(&mut a, all);
-        let f = finish(&a, reason);
-        shared
-            .metrics
-            .predicted_micros
-            .fetch_add(f.predicted_time.as_micros() as u64, Ordering::Relaxed);
-        shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let _ = a.job.events.send(Event::Done(f));
+    let mut a = slot.active.take().expect("active");
+    // What was held back is not a stop string after all; a matched one was cut.
+    if !matched {
+        let rest = a.decoder.flush();
+        a.decoder_text.push_str(&rest);
     }
-    Ok(())
+    let all = a.decoder_text.len();
+    send_text(&mut a, all);
+    let f = Finish {
+        reason,
+        prompt_tokens: a.job.prompt.len(),
+        cached_tokens: a.cached,
+        completion_tokens: a.generated,
+        prompt_time: a.prompt_time,
+        predicted_time: a.decode_start.map_or(Duration::ZERO, |t| t.elapsed()),
+    };
+    shared
+        .metrics
+        .predicted_micros
+        .fetch_add(f.predicted_time.as_micros() as u64, Ordering::Relaxed);
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let _ = a.job.events.send(Event::Done(f));
+    None
 }
 
 /// Sends `decoder_text[sent..upto]`, if any, on whole characters.
