@@ -2,6 +2,7 @@
 //! checkpoint converted to F32, spoken to over raw HTTP/1.1 so that every byte the
 //! server sends (status, headers, SSE framing) is what is checked.
 
+mod common;
 #[path = "support/oracle.rs"]
 mod oracle;
 
@@ -654,4 +655,15 @@ fn sigterm_finishes_the_answers_under_way_and_exits_0() {
     let log = s.log.clone();
     let status = s.wait();
     assert!(status.success(), "{status:?}: {}", log.lock().unwrap());
+}
+
+/// The official `openai` Python client (pinned in tests/py/requirements.txt).
+#[test]
+fn the_openai_python_client_works_against_it() {
+    let s = Server::ready(model(), &["--api-key", "k3y"]);
+    let out = common::run_py(
+        "openai_client.py",
+        &[&format!("http://{}/v1", s.addr), &"k3y"],
+    );
+    assert_eq!(out.trim(), "ok");
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# benches/serve.sh MODEL.gguf [LLAMA_SERVER]: phiq serve under load, in one run.
+#   - aggregate generated tok/s with 1, 2, 4 and 8 concurrent streams (64 tokens
+#     each, one server with -np 8), and the ratio to one stream;
+#   - time to first token of a 512-token prompt while 3 streams generate (-np 4);
+#   - the server's peak RSS (VmHWM) with -np 4 --ctx 4096.
+# With LLAMA_SERVER (llama.cpp's llama-server, built from source outside this repo),
+# the same load against it on the same file, run right after phiq's, and the ratios.
+# THREADS (default 2) threads each. Prints a Markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:?usage: benches/serve.sh MODEL.gguf [LLAMA_SERVER]}
+llama=${2:-}
+threads=${THREADS:-2}
+port=${PORT:-18431}
+cargo build -q --release --bin phiq
+phiq=$PWD/target/release/phiq
+load=benches/serve_load.py
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# start NAME ARGS...: runs a server in the background and waits for /health.
+start() {
+    local name=$1
+    shift
+    "$@" > "$work/$name.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 600); do
+        if curl -sf "http://127.0.0.1:$port/health" > /dev/null; then return; fi
+        kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log" >&2; exit 1; }
+        sleep 0.5
+    done
+    echo "benches/serve.sh: $name did not become ready" >&2
+    exit 1
+}
+stop() {
+    grep VmHWM "/proc/$pid/status" | awk '{print $2}' > "$work/rss"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=
+}
+
+# measure TOOL CMD_FOR_NP8... : fills $work/TOOL-*.json
+measure() {
+    local tool=$1 np8=$2 np4=$3
+    start "$tool-np8" $np8
+    for n in 1 2 4 8; do
+        python3 "$load" "http://127.0.0.1:$port" streams "$n" 64 > "$work/$tool-streams-$n.json"
+    done
+    stop
+    start "$tool-np4" $np4
+    python3 "$load" "http://127.0.0.1:$port" ttft 512 3 > "$work/$tool-ttft.json"
+    python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
+    python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
+    stop
+    mv "$work/rss" "$work/$tool-rss"
+}
+
+measure phiq "$phiq serve -m $model --port $port -t $threads -np 8 --ctx 8192" \
+    "$phiq serve -m $model --port $port -t $threads -np 4 --ctx 4096"
+if [ -n "$llama" ]; then
+    measure llama "$llama -m $model --port $port -t $threads -np 8 -c 8192 --no-warmup" \
+        "$llama -m $model --port $port -t $threads -np 4 -c 4096 --no-warmup"
+fi
+
+python3 - "$work" "$llama" <<'PY'
+import json, statistics, sys
+work, llama = sys.argv[1], sys.argv[2]
+tools = ["phiq"] + (["llama"] if llama else [])
+def streams(tool, n):
+    return json.load(open(f"{work}/{tool}-streams-{n}.json"))["tok_per_s"]
+def ttft(tool):
+    return statistics.median(json.loads(l)["ttft_s"] for l in open(f"{work}/{tool}-ttft.json"))
+def rss(tool):
+    return int(open(f"{work}/{tool}-rss").read()) / 1024
+print("| streams | phiq tok/s | x 1 stream |" + (" llama-server tok/s | phiq / llama |" if llama else ""))
+print("|---|---|---|" + ("---|---|" if llama else ""))
+for n in (1, 2, 4, 8):
+    p = streams("phiq", n)
+    row = f"| {n} | {p:.2f} | {p / streams('phiq', 1):.2f} |"
+    if llama:
+        l = streams("llama", n)
+        row += f" {l:.2f} | {p / l:.2f} |"
+    print(row)
+line = f"\nmedian time to first token, 512-token prompt, 3 streams generating: phiq {ttft('phiq'):.2f} s"
+if llama:
+    line += f", llama-server {ttft('llama'):.2f} s (ratio {ttft('phiq') / ttft('llama'):.2f})"
+print(line)
+line = f"peak RSS, -np 4 --ctx 4096: phiq {rss('phiq'):.0f} MiB"
+if llama:
+    line += f", llama-server {rss('llama'):.0f} MiB"
+print(line)
+PY
