@@ -2,8 +2,10 @@
 # benches/serve.sh MODEL.gguf [LLAMA_SERVER]: phiq serve under load, in one run.
 #   - aggregate generated tok/s with 1, 2, 4 and 8 concurrent streams (64 tokens
 #     each, one server with -np 8), and the ratio to one stream;
-#   - time to first token of a 512-token prompt while 3 streams generate (-np 4);
-#   - the server's peak RSS (VmHWM) with -np 4 --ctx 4096.
+#   - time to first token of a 512-token prompt while 3 streams generate (-np 4
+#     --ctx 4096: llama-server splits its context evenly, and a 512-token prompt
+#     needs more than 2048 / 4 per slot there);
+#   - the server's peak RSS (VmHWM) with -np 4 --ctx 2048, after 4 streams of 64.
 # With LLAMA_SERVER (llama.cpp's llama-server, built from source outside this repo),
 # the same load against it on the same file, run right after phiq's, and the ratios.
 # THREADS (default 2) threads each. Prints a Markdown table.
@@ -42,27 +44,28 @@ stop() {
     pid=
 }
 
-# measure TOOL CMD_FOR_NP8... : fills $work/TOOL-*.json
+# measure TOOL SERVER_COMMAND: fills $work/TOOL-*; the command takes -np and the context next.
 measure() {
-    local tool=$1 np8=$2 np4=$3
-    start "$tool-np8" $np8
+    local tool=$1 cmd=$2 ctx=$3
+    start "$tool-np8" $cmd -np 8 $ctx 8192
     for n in 1 2 4 8; do
         python3 "$load" "http://127.0.0.1:$port" streams "$n" 64 > "$work/$tool-streams-$n.json"
     done
     stop
-    start "$tool-np4" $np4
-    python3 "$load" "http://127.0.0.1:$port" ttft 512 3 > "$work/$tool-ttft.json"
-    python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
-    python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
+    start "$tool-np4" $cmd -np 4 $ctx 4096
+    for _ in 1 2 3; do
+        python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
+    done
+    stop
+    start "$tool-rss" $cmd -np 4 $ctx 2048
+    python3 "$load" "http://127.0.0.1:$port" streams 4 64 > /dev/null
     stop
     mv "$work/rss" "$work/$tool-rss"
 }
 
-measure phiq "$phiq serve -m $model --port $port -t $threads -np 8 --ctx 8192" \
-    "$phiq serve -m $model --port $port -t $threads -np 4 --ctx 4096"
+measure phiq "$phiq serve -m $model --port $port -t $threads" --ctx
 if [ -n "$llama" ]; then
-    measure llama "$llama -m $model --port $port -t $threads -np 8 -c 8192 --no-warmup" \
-        "$llama -m $model --port $port -t $threads -np 4 -c 4096 --no-warmup"
+    measure llama "$llama -m $model --port $port -t $threads --no-warmup" -c
 fi
 
 python3 - "$work" "$llama" <<'PY'
@@ -88,7 +91,7 @@ line = f"\nmedian time to first token, 512-token prompt, 3 streams generating: p
 if llama:
     line += f", llama-server {ttft('llama'):.2f} s (ratio {ttft('phiq') / ttft('llama'):.2f})"
 print(line)
-line = f"peak RSS, -np 4 --ctx 4096: phiq {rss('phiq'):.0f} MiB"
+line = f"peak RSS, -np 4 --ctx 2048: phiq {rss('phiq'):.0f} MiB"
 if llama:
     line += f", llama-server {rss('llama'):.0f} MiB"
 print(line)

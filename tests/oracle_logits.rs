@@ -236,3 +236,66 @@ fn decode_batch_equals_each_session_alone() {
         }
     }
 }
+
+/// Sessions whose caches grow page by page in one shared pool (the server's slots)
+/// give the logits of sessions with a cache of their own. Pages of 5 positions, so
+/// that every prompt and step crosses page ends; the two sessions' pages
+/// interleave in the pool. Exact where attention sums in f32 (the same products in
+/// the same order, page by page); where an F16 cache is attended in FP16
+/// arithmetic ([`phiq::kernels::AttnF16::f16_arith`]) each page's values are summed
+/// in FP16 and the pages in f32, so the order differs: the FP16 bound above.
+#[test]
+fn sessions_in_a_shared_pool_equal_sessions_of_their_own() {
+    let (_dir, models) = models();
+    let prompts: [&[u32]; 2] = [&[464, 3139, 286, 4881, 318, 257, 922], &[40, 1842]];
+    let next = [13u32, 290, 340, 995, 318, 257];
+    for (ty, model) in &models {
+        for kv in [KvType::F16, KvType::Q8_0, KvType::F32] {
+            let fp16 = kv == KvType::F16 && model.kernels().attn_f16.is_some_and(|a| a.f16_arith);
+            let tol = if fp16 { 2e-2 } else { 0.0 };
+            let pool = model.kv_pool(40, kv, 5).unwrap();
+            let mut paged: Vec<_> = (0..2).map(|_| model.session_in(&pool, 40)).collect();
+            let mut own: Vec<_> = (0..2).map(|_| model.session(40, kv).unwrap()).collect();
+            for i in 0..2 {
+                let a = paged[i].eval(prompts[i], Logits::All).unwrap();
+                let b = own[i].eval(prompts[i], Logits::All).unwrap();
+                let diff = max_abs_diff(&a, &b);
+                assert!(diff <= tol, "{ty} {kv:?} prompt {i}: {diff}");
+            }
+            for (step, &t) in next.iter().enumerate() {
+                for i in 0..2 {
+                    let a = paged[i].eval(&[t], Logits::Last).unwrap();
+                    let b = own[i].eval(&[t], Logits::Last).unwrap();
+                    let diff = max_abs_diff(&a, &b);
+                    assert!(diff <= tol, "{ty} {kv:?} session {i} step {step}: {diff}");
+                }
+            }
+            let held = paged[0].len().div_ceil(5) + paged[1].len().div_ceil(5);
+            assert_eq!(pool.free_tokens(), 40 - 5 * held);
+        }
+    }
+}
+
+/// A session that would grow past what its pool has left fails with the numbers,
+/// takes nothing and keeps what it had; pages freed by another session let it go on.
+#[test]
+fn a_full_pool_is_an_error_that_changes_nothing() {
+    let (_dir, models) = models();
+    let model = &models[0].1;
+    let pool = model.kv_pool(16, KvType::F16, 4).unwrap();
+    let mut a = model.session_in(&pool, 16);
+    let mut b = model.session_in(&pool, 16);
+    a.eval(&[464, 3139, 286, 4881, 318, 257, 922, 13, 40], Logits::Last)
+        .unwrap();
+    b.eval(&[40, 1842], Logits::Last).unwrap();
+    let err = b.eval(&[1, 2, 3, 4, 5, 6, 7], Logits::Last).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the KV pool is full: 5 more position(s) needed, 0 free of 16"),
+        "{err}"
+    );
+    assert_eq!(b.len(), 2);
+    a.truncate(3);
+    b.eval(&[1, 2, 3, 4, 5, 6, 7], Logits::Last).unwrap();
+    assert_eq!(pool.free_tokens(), 0);
+}

@@ -609,6 +609,48 @@ fn concurrent_requests_equal_each_served_alone() {
     leaver.join().unwrap();
 }
 
+/// The slots share one KV pool of --ctx positions (pages of 32): one conversation
+/// may use all of it (more than an even split would give it), and two answers
+/// that together want more than it holds both complete: when they overlap, the one
+/// that first finds no free page ends with `length` at the page boundary and the
+/// other goes on to its max_tokens; when they do not, both run to max_tokens.
+#[test]
+fn slots_share_one_kv_pool() {
+    let s = Arc::new(Server::ready(model(), &["-np", "2", "--ctx", "64"]));
+    assert!(s.log().contains("KV pool"), "{}", s.log());
+    let long = "one two three four five six seven eight nine ten ".repeat(4);
+    let r = s.post("/v1/completions", &json!({"prompt": long, "max_tokens": 4}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let n = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(n > 32, "{n} prompt tokens: more than an even split's 32");
+    let answers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let body = json!({"prompt": "Go on", "max_tokens": 60, "temperature": 0});
+                let v = s.post("/v1/completions", &body).json();
+                assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+                let u = &v["usage"];
+                (
+                    u["prompt_tokens"].as_u64().unwrap(),
+                    u["completion_tokens"].as_u64().unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut got: Vec<(u64, u64)> = answers.into_iter().map(|h| h.join().unwrap()).collect();
+    got.sort_by_key(|&(_, n)| n);
+    let prompt = got[0].0;
+    // A cut answer's cache holds 32 positions: its prompt and all its tokens but
+    // the last (chosen, sent, not stored).
+    let cut = 33 - prompt;
+    assert!(
+        got == [(prompt, 60), (prompt, 60)] || got == [(prompt, cut), (prompt, 60)],
+        "{got:?} (cut would be {cut}); {}",
+        s.log()
+    );
+}
+
 /// A full queue answers 503 at once; a client that disconnects frees its slot.
 #[test]
 fn a_full_queue_is_503_and_a_disconnect_frees_the_slot() {

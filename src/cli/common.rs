@@ -160,7 +160,7 @@ impl ModelArgs {
             format!("{:?}", self.kv_type).to_lowercase(),
             mb(need.scratch)
         );
-        if let Some(avail) = available_memory()
+        if let Some(avail) = phiq::model::available_memory()
             && need.total() > avail
         {
             eprintln!(
@@ -171,14 +171,6 @@ impl ModelArgs {
             );
         }
     }
-}
-
-/// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Feeds `tokens` in batches of `batch` and returns the last token's logits.

@@ -21,10 +21,12 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free one, printed at start).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Slots: conversations served at once (also `-np`). They share the --ctx positions.
-    #[arg(long = "parallel", value_name = "N", default_value_t = 1)]
+    /// Slots: conversations served at once (also `-np`). They share one KV pool of
+    /// --ctx positions (a slot costs well under 1 MB beyond the positions it uses).
+    #[arg(long = "parallel", value_name = "N", default_value_t = 4)]
     parallel: usize,
-    /// KV positions shared by all slots (default: the model's trained context, 2048 for Phi-2).
+    /// KV positions shared by all slots (default: the model's trained context, 2048 for
+    /// Phi-2, or what fits the available memory).
     #[arg(short = 'c', long = "ctx", value_name = "N")]
     ctx: Option<usize>,
     /// How the KV cache stores keys and values: f32, f16 or q8_0 (half of f16's memory).

@@ -5,7 +5,9 @@
 
 use rayon::prelude::*;
 
-use super::kv_cache::{CachedRows, KvCache, KvType};
+use std::sync::Arc;
+
+use super::kv_cache::{KvCache, KvPool, KvType, Run};
 use super::ops::{Rope, gelu_new, layer_norm, softmax};
 use super::{Linear, Model, ModelError, Qkv, Result};
 use crate::kernels::matmul::{MatJob, matmul, matvec_many};
@@ -25,9 +27,6 @@ pub struct Session<'m> {
     model: &'m Model,
     cache: KvCache,
     rope: Rope,
-    /// Reused per layer: a Q8_0 cache's keys, and the values, widened to f32.
-    keys_f32: Vec<f32>,
-    values_f32: Vec<f32>,
 }
 
 impl<'m> Session<'m> {
@@ -35,13 +34,19 @@ impl<'m> Session<'m> {
         let hp = &model.hp;
         let cache =
             KvCache::new(kv, hp.n_layer, n_ctx, hp.kv_dim()).ok_or(ModelError::KvType(kv))?;
-        Ok(Session {
+        Ok(Session::with_cache(model, cache))
+    }
+
+    pub(super) fn in_pool(model: &'m Model, pool: &Arc<KvPool>, n_ctx: usize) -> Session<'m> {
+        Session::with_cache(model, KvCache::in_pool(pool, n_ctx))
+    }
+
+    fn with_cache(model: &'m Model, cache: KvCache) -> Session<'m> {
+        Session {
             model,
             cache,
-            rope: Rope::new(hp.n_rot, hp.rope_base),
-            keys_f32: Vec::new(),
-            values_f32: Vec::new(),
-        })
+            rope: Rope::new(model.hp.n_rot, model.hp.rope_base),
+        }
     }
 
     /// Tokens already in the cache.
@@ -57,13 +62,28 @@ impl<'m> Session<'m> {
         self.cache.n_ctx
     }
 
+    /// Bytes of KV pages the session holds (its whole cache for a session of its own).
     pub fn cache_bytes(&self) -> usize {
         self.cache.bytes()
     }
 
-    /// Forgets everything after the first `n` tokens (a new turn, a reset).
+    /// Forgets everything after the first `n` tokens (a new turn, a reset); pages
+    /// no longer needed go back to the pool.
     pub fn truncate(&mut self, n: usize) {
-        self.cache.len = self.cache.len.min(n);
+        self.cache.truncate(n);
+    }
+
+    /// Takes the KV pages `n` positions need from the pool now (a forward pass
+    /// takes them itself; this lets a caller sharing a pool decide what to do when
+    /// it is full before a batch starts). Fails for more than the session's `n_ctx`.
+    pub fn reserve(&mut self, n: usize) -> Result<()> {
+        if n > self.cache.n_ctx {
+            return Err(ModelError::ContextFull {
+                needed: n,
+                n_ctx: self.cache.n_ctx,
+            });
+        }
+        Ok(self.cache.reserve(n)?)
     }
 
     /// Feeds `tokens` after what the cache holds and returns logits (`[t][n_vocab]`
@@ -83,12 +103,7 @@ impl<'m> Session<'m> {
     ) -> Result<Vec<f32>> {
         let hp = &self.model.hp;
         let needed = self.cache.len + tokens.len();
-        if needed > self.cache.n_ctx {
-            return Err(ModelError::ContextFull {
-                needed,
-                n_ctx: self.cache.n_ctx,
-            });
-        }
+        self.reserve(needed)?;
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
@@ -135,14 +150,10 @@ impl Model {
     ) -> Result<Vec<f32>> {
         assert_eq!(sessions.len(), tokens.len(), "one token per session");
         let hp = &self.hp;
-        for s in sessions.iter() {
+        for s in sessions.iter_mut() {
             assert!(std::ptr::eq(s.model, self), "a session of another model");
-            if s.cache.len + 1 > s.cache.n_ctx {
-                return Err(ModelError::ContextFull {
-                    needed: s.cache.len + 1,
-                    n_ctx: s.cache.n_ctx,
-                });
-            }
+            let needed = s.cache.len + 1;
+            s.reserve(needed)?;
         }
         if tokens.is_empty() {
             return Ok(Vec::new());
@@ -304,11 +315,12 @@ impl Model {
 
 impl Session<'_> {
     /// Causal attention of the batch's queries `q` (`[t][n_embd]`, after RoPE) over
-    /// the cache's first `total` positions, into `o`. An F16 cache is read as stored
-    /// where the kernel table has [`AttnF16`](crate::kernels::AttnF16) kernels for
-    /// the head size; otherwise scores are dotted straight off the cached key rows
-    /// with the table's row dot (F32/F16 caches; a Q8_0 cache is widened to f32
-    /// first) and values are widened to f32 once per layer.
+    /// the cache's first `total` positions, into `o`, page run by page run. An F16
+    /// cache is read as stored where the kernel table has
+    /// [`AttnF16`](crate::kernels::AttnF16) kernels for the head size; otherwise
+    /// scores are dotted straight off the cached key rows with the table's row dot
+    /// (F32/F16 caches; a Q8_0 cache is widened to f32 first) and values are
+    /// widened to f32 once per layer, into the pool's scratch.
     fn attend(
         &mut self,
         i: usize,
@@ -320,46 +332,63 @@ impl Session<'_> {
         let m = self.model;
         let hp = &m.hp;
         let (d, hd) = (hp.n_embd, hp.head_dim);
-        let attn_f16 = m.kernels.attn_f16.filter(|a| a.head_dims.contains(&hd));
-        if let (Some(a), Some(keys), Some(values)) = (
-            attn_f16,
-            self.cache.key_rows(i, total),
-            self.cache.f16_value_rows(i, total),
-        ) {
-            let group = hp.n_head / hp.n_head_kv;
-            let scale = 1.0 / (hd as f32).sqrt();
-            o.par_chunks_mut(hd)
-                .enumerate()
-                .for_each_init(Vec::new, |scores, (j, out)| {
-                    let (t, head) = (j / hp.n_head, j % hp.n_head);
-                    let at = head / group * hd * 2;
-                    scores.resize(past + t + 1, 0.0);
-                    let qh = &q[t * d + head * hd..t * d + (head + 1) * hd];
-                    (a.scores)(qh, &keys.data[at..], keys.row_bytes, scores);
-                    scores.iter_mut().for_each(|s| *s *= scale);
-                    softmax(scores);
-                    (a.values)(scores, &values.data[at..], values.row_bytes, out);
-                });
-            return Ok(());
-        }
-        let keys = match self.cache.key_rows(i, total) {
-            Some(rows) => rows,
-            None => {
-                self.cache.keys(i, total, &mut self.keys_f32);
-                CachedRows {
-                    ty: quant::GgmlType::F32,
-                    data: bytemuck::cast_slice(&self.keys_f32),
-                    row_bytes: 4 * self.cache.kv_dim,
-                }
-            }
-        };
-        let dot = m.kernels.vec_dot(keys.ty)?;
-        let es = keys.ty.row_bytes(1).unwrap_or(4) as usize;
-        self.cache.values(i, total, &mut self.values_f32);
-        let values = &self.values_f32;
-        let kv = self.cache.kv_dim;
         let group = hp.n_head / hp.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
+        let runs: Vec<Run> = self.cache.runs(i, total).collect();
+        let attn_f16 = m.kernels.attn_f16.filter(|a| a.head_dims.contains(&hd));
+        if let (Some(a), KvType::F16) = (attn_f16, self.cache.ty) {
+            let rb = self.cache.kv_dim * 2;
+            o.par_chunks_mut(hd).enumerate().for_each_init(
+                || (Vec::new(), vec![0f32; hd]),
+                |(scores, part), (j, out)| {
+                    let (t, head) = (j / hp.n_head, j % hp.n_head);
+                    let at = head / group * hd * 2;
+                    let visible = past + t + 1;
+                    scores.resize(visible, 0.0);
+                    let qh = &q[t * d + head * hd..t * d + (head + 1) * hd];
+                    for r in visible_runs(&runs, visible) {
+                        let s = &mut scores[r.start..r.start + r.len];
+                        (a.scores)(qh, &r.keys[at..], rb, s);
+                    }
+                    scores.iter_mut().for_each(|s| *s *= scale);
+                    softmax(scores);
+                    out.fill(0.0);
+                    for r in visible_runs(&runs, visible) {
+                        let w = &scores[r.start..r.start + r.len];
+                        (a.values)(w, &r.values[at..], rb, part);
+                        out.iter_mut().zip(&*part).for_each(|(o, p)| *o += p);
+                    }
+                },
+            );
+            return Ok(());
+        }
+        let pool = Arc::clone(self.cache.pool());
+        let mut scratch = pool.scratch();
+        let scratch = &mut *scratch;
+        let kv = self.cache.kv_dim;
+        let (key_ty, key_rb) = if self.cache.keys_direct() {
+            let ty = self.cache.ty.ggml();
+            (ty, ty.row_bytes(kv as u64).unwrap_or(0) as usize)
+        } else {
+            self.cache.keys(i, total, &mut scratch.keys);
+            (quant::GgmlType::F32, 4 * kv)
+        };
+        let direct = self.cache.keys_direct();
+        let page_len = self.cache.page_len();
+        let widened: &[u8] = bytemuck::cast_slice(&scratch.keys);
+        // The bytes of position `p`'s key row.
+        let key_row = |p: usize| -> &[u8] {
+            if direct {
+                let r = &runs[p / page_len];
+                &r.keys[(p - r.start) * key_rb..]
+            } else {
+                &widened[p * key_rb..]
+            }
+        };
+        let dot = m.kernels.vec_dot(key_ty)?;
+        let es = key_ty.row_bytes(1).unwrap_or(4) as usize;
+        self.cache.values(i, total, &mut scratch.values);
+        let values = &scratch.values;
         let axpy = m.kernels.axpy;
         // One task per (token, head): each reads its own q slice and writes its own
         // output slice; the score buffer is reused within a thread.
@@ -373,8 +402,8 @@ impl Session<'_> {
                 let visible = past + t + 1;
                 scores.clear();
                 scores.extend((0..visible).map(|p| {
-                    let at = p * keys.row_bytes + g * hd * es;
-                    dot(hd, &keys.data[at..at + hd * es], qh) * scale
+                    let at = g * hd * es;
+                    dot(hd, &key_row(p)[at..at + hd * es], qh) * scale
                 }));
                 softmax(scores);
                 out.fill(0.0);
@@ -384,4 +413,16 @@ impl Session<'_> {
             });
         Ok(())
     }
+}
+
+/// The runs' positions below `visible` (a token sees itself and what precedes it).
+fn visible_runs<'r, 'a>(runs: &'r [Run<'a>], visible: usize) -> impl Iterator<Item = Run<'a>> + 'r {
+    runs.iter()
+        .take_while(move |r| r.start < visible)
+        .map(move |r| Run {
+            start: r.start,
+            len: r.len.min(visible - r.start),
+            keys: r.keys,
+            values: r.values,
+        })
 }

@@ -9,9 +9,10 @@ pub mod kv_cache;
 pub mod ops;
 
 pub use forward::{Logits, Session};
-pub use kv_cache::{KvCache, KvType};
+pub use kv_cache::{KvCache, KvPool, KvType, PoolFull};
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::gguf::{GgufError, GgufFile, Load, TensorInfo};
 use crate::kernels::matmul::{Weight, pack, packed_len};
@@ -51,6 +52,8 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, n_vocab: usize },
     #[error("the context holds {n_ctx} tokens; {needed} are needed")]
     ContextFull { needed: usize, n_ctx: usize },
+    #[error(transparent)]
+    KvPool(#[from] PoolFull),
     #[error("KV cache type {0:?} needs rows that are a whole number of 32-element blocks")]
     KvType(KvType),
     #[error(transparent)]
@@ -58,6 +61,15 @@ pub enum ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// `MemAvailable` from /proc/meminfo (Linux): what can be allocated without
+/// swapping or an OOM kill; `None` elsewhere.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
 
 /// Memory a run needs, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +434,19 @@ impl Model {
     /// A new session with its own KV cache of `n_ctx` positions.
     pub fn session(&self, n_ctx: usize, kv: KvType) -> Result<Session<'_>> {
         Session::new(self, n_ctx, kv)
+    }
+
+    /// A KV pool of `tokens` positions in pages of `page_len`, for sessions made
+    /// with [`Model::session_in`].
+    pub fn kv_pool(&self, tokens: usize, kv: KvType, page_len: usize) -> Result<Arc<KvPool>> {
+        let hp = &self.hp;
+        KvPool::new(kv, hp.n_layer, hp.kv_dim(), tokens, page_len).ok_or(ModelError::KvType(kv))
+    }
+
+    /// A new session of at most `n_ctx` positions whose cache grows in `pool`'s
+    /// pages (shared with the pool's other sessions).
+    pub fn session_in(&self, pool: &Arc<KvPool>, n_ctx: usize) -> Session<'_> {
+        Session::in_pool(self, pool, n_ctx)
     }
 }
 

@@ -7,11 +7,15 @@
 //! delays the other streams by one chunk per step, not by the whole prompt, and a
 //! cancelled request (its receiver dropped) frees its slot within one step.
 //!
-//! The slots share one KV budget of `--ctx` tokens, split evenly (each slot's
-//! session holds `ctx / np` positions). A slot keeps its cache after a request: the
-//! next request whose tokens start with the cached ones (the next chat turn)
-//! evaluates only the rest; a new request goes to the free slot sharing the longest
-//! prefix with it.
+//! The slots share one KV pool of `--ctx` positions in pages of [`PAGE`]: a
+//! conversation takes pages as it grows, up to the whole pool, and gives them back
+//! when it is dropped. A request starts once the pages of its whole prompt are
+//! taken (until then it waits in the queue, in order); an answer that finds no
+//! free page ends with `length`, as one that fills the context. A slot keeps its
+//! cache after a request: the next request whose tokens start with the cached ones
+//! (the next chat turn) evaluates only the rest; a new request goes to the free
+//! slot sharing the longest prefix with it. Idle slots' caches are what a busy
+//! pool takes first, least recently used first.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{ApiError, Shared};
-use crate::model::{Logits, Model, Session};
+use crate::model::{KvPool, Logits, Model, Session};
 use crate::sample::{Sampler, SamplerConfig, stop_safe_prefix};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -78,6 +82,11 @@ pub struct Finish {
 /// Prompt tokens one step evaluates for one slot.
 const PROMPT_CHUNK: usize = 64;
 
+/// Positions per KV page: what a conversation's cache grows by. Small enough that
+/// a short exchange wastes little of the pool, large enough that attention's
+/// per-page calls cost nothing measurable.
+pub const PAGE: usize = 32;
+
 struct Active<'t> {
     job: Job,
     decoder: StreamDecoder<'t>,
@@ -100,6 +109,8 @@ struct Slot<'m, 't> {
     /// The tokens the session's cache holds, in order.
     tokens: Vec<u32>,
     active: Option<Active<'t>>,
+    /// When the slot last started a request (for evicting idle caches).
+    last_used: u64,
 }
 
 /// Runs the model thread until the job channel closes and every slot is idle.
@@ -107,21 +118,21 @@ pub fn run(
     model: &Model,
     tok: &Tokenizer,
     shared: &Arc<Shared>,
-    per_slot: usize,
+    pool: &Arc<KvPool>,
     jobs: Receiver<Job>,
 ) {
     let cfg = &shared.config;
     let mut slots: Vec<Slot> = (0..cfg.slots)
         .map(|_| Slot {
-            session: model
-                .session(per_slot, cfg.kv_type)
-                .expect("the slot size was checked at start-up"),
+            session: model.session_in(pool, pool.tokens()),
             tokens: Vec::new(),
             active: None,
+            last_used: 0,
         })
         .collect();
     let mut pending: VecDeque<Job> = VecDeque::new();
     let mut open = true;
+    let mut started = 0u64;
     loop {
         let busy = slots.iter().filter(|s| s.active.is_some()).count();
         // Wait for work only when there is none; otherwise take what has arrived.
@@ -146,9 +157,18 @@ pub fn run(
             keep
         });
         while let Some(i) = best_free_slot(&slots, pending.front()) {
-            let job = pending.pop_front().expect("best_free_slot saw a job");
+            let job = pending.front().expect("best_free_slot saw a job");
+            let keep = start_at(&slots[i], job);
+            slots[i].session.truncate(keep);
+            slots[i].tokens.truncate(keep);
+            if !make_room(&mut slots, i, job.prompt.len()) {
+                break; // the pool is busy with running answers: wait for one to end
+            }
+            let job = pending.pop_front().expect("seen above");
             shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-            start(&mut slots[i], tok, job);
+            started += 1;
+            slots[i].last_used = started;
+            start(&mut slots[i], tok, job, keep);
         }
         let busy = slots.iter().filter(|s| s.active.is_some()).count();
         shared.metrics.busy.store(busy, Ordering::Relaxed);
@@ -184,6 +204,15 @@ fn step(model: &Model, slots: &mut [Slot], tok: &Tokenizer, shared: &Shared) {
             feed.push((i, next));
         }
     }
+    // Every fed slot needs a place for its token's keys and values: an answer the
+    // pool has no page for ends as one that fills the context.
+    feed.retain(|&(i, _)| {
+        let room = make_room(slots, i, slots[i].session.len() + 1);
+        if !room {
+            finish(&mut slots[i], FinishReason::Length, false, shared);
+        }
+        room
+    });
     if feed.is_empty() {
         return;
     }
@@ -236,12 +265,35 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn start<'t>(slot: &mut Slot<'_, 't>, tok: &'t Tokenizer, job: Job) {
-    // Keep the cached prefix, but evaluate at least the prompt's last token: its
-    // logits choose the first new one.
-    let keep = common_prefix(&slot.tokens, &job.prompt).min(job.prompt.len() - 1);
-    slot.session.truncate(keep);
-    slot.tokens.truncate(keep);
+/// The cached tokens `job` reuses in `slot`: the common prefix, but at least the
+/// prompt's last token is evaluated again (its logits choose the first new one).
+fn start_at(slot: &Slot, job: &Job) -> usize {
+    common_prefix(&slot.tokens, &job.prompt).min(job.prompt.len() - 1)
+}
+
+/// Takes the pages `n` positions of slot `i` need, evicting idle slots' caches
+/// (least recently used first) while the pool is short. False when even that is
+/// not enough: the running answers hold the rest.
+fn make_room(slots: &mut [Slot], i: usize, n: usize) -> bool {
+    loop {
+        if slots[i].session.reserve(n).is_ok() {
+            return true;
+        }
+        let idle = slots
+            .iter()
+            .enumerate()
+            .filter(|(j, s)| *j != i && s.active.is_none() && !s.session.is_empty())
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(j, _)| j);
+        let Some(j) = idle else {
+            return false;
+        };
+        slots[j].session.truncate(0);
+        slots[j].tokens.clear();
+    }
+}
+
+fn start<'t>(slot: &mut Slot<'_, 't>, tok: &'t Tokenizer, job: Job, keep: usize) {
     slot.active = Some(Active {
         sampler: Sampler::new(job.sampler.clone()),
         decoder: tok.stream_decoder(),
@@ -318,8 +370,16 @@ fn choose(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) -> Option<u32> {
             }
         }
     };
-    let mut a = slot.active.take().expect("active");
-    // What was held back is not a stop string after all; a matched one was cut.
+    finish(slot, reason, matched, shared);
+    None
+}
+
+/// Ends `slot`'s request: sends the rest of its text (all that was held back,
+/// unless a stop string was `matched` and cut) and how it finished.
+fn finish(slot: &mut Slot, reason: FinishReason, matched: bool, shared: &Shared) {
+    let Some(mut a) = slot.active.take() else {
+        return;
+    };
     if !matched {
         let rest = a.decoder.flush();
         a.decoder_text.push_str(&rest);
@@ -340,7 +400,6 @@ fn choose(slot: &mut Slot, tok: &Tokenizer, shared: &Shared) -> Option<u32> {
         .fetch_add(f.predicted_time.as_micros() as u64, Ordering::Relaxed);
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let _ = a.job.events.send(Event::Done(f));
-    None
 }
 
 /// Sends `decoder_text[sent..upto]`, if any, on whole characters.

@@ -366,7 +366,7 @@ async fn generate(
             400,
             "exceed_context_size_error",
             format!(
-                "the prompt is {} tokens; a slot's context holds {} (--ctx over -np): shorten it",
+                "the prompt is {} tokens; the context holds {} (--ctx): shorten it",
                 prompt.len(),
                 r.slot_ctx
             ),

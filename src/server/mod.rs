@@ -64,7 +64,7 @@ pub enum ServeError {
 /// What the HTTP side needs once the model is loaded.
 pub(crate) struct Ready {
     pub tokenizer: Arc<Tokenizer>,
-    /// Positions each slot holds.
+    /// Positions one conversation may hold: the whole KV pool.
     pub slot_ctx: usize,
     pub model_id: String,
 }
@@ -133,38 +133,67 @@ fn load_and_run(
         crate::model::Model::load_with(&c.model, c.load).map_err(|e| format!("{path}: {e}"))?;
     let tok =
         Tokenizer::from_gguf(model.file()).map_err(|e| format!("{path}: the tokenizer: {e}"))?;
-    let ctx = c.ctx.unwrap_or(model.hp.n_ctx_train);
-    let slot_ctx = ctx / c.slots;
-    if slot_ctx < 16 {
-        return Err(format!(
-            "--ctx {} over -np {} leaves {} positions per slot: raise --ctx or lower -np",
-            ctx, c.slots, slot_ctx
-        ));
+    let ctx = match c.ctx {
+        Some(n) => n,
+        None => fitting_ctx(&model, c.kv_type, crate::model::available_memory()),
+    };
+    if ctx < 16 {
+        return Err(format!("--ctx {ctx} is too small: at least 16 positions"));
     }
+    let pool = model
+        .kv_pool(ctx, c.kv_type, engine::PAGE)
+        .map_err(|e| format!("{path}: {e}"))?;
     let need = model.memory_estimate(ctx, c.kv_type, 64);
-    let mb = |b: u64| b / 1_000_000;
+    let mb = |b: u64| b.div_ceil(1_000_000);
+    let slot_bytes = (4 * model.hp.n_vocab + 8 * model.hp.n_rot) as u64;
     eprintln!(
-        "phiq serve: memory: weights {} MB, KV pool {} MB ({} positions, {}: {} slot(s) of {}), scratch {} MB",
+        "phiq serve: memory: weights {} MB, KV pool {} MB ({} positions of {} in pages of {}, shared by {} slot(s), each up to all of them), slots {} MB, scratch {} MB",
         mb(need.weights),
-        mb(need.kv_cache),
-        ctx,
+        mb(pool.bytes() as u64),
+        pool.tokens(),
         format!("{:?}", c.kv_type).to_lowercase(),
+        engine::PAGE,
         c.slots,
-        slot_ctx,
+        mb(slot_bytes * c.slots as u64),
         mb(need.scratch)
     );
     let tok = Arc::new(tok);
     let _ = shared.ready.set(Ready {
         tokenizer: Arc::clone(&tok),
-        slot_ctx,
+        slot_ctx: pool.tokens(),
         model_id: model_id(&c.model),
     });
     eprintln!(
         "phiq serve: model loaded ({} kernels); ready",
         model.kernels().isa.name()
     );
-    engine::run(&model, &tok, shared, slot_ctx, jobs);
+    engine::run(&model, &tok, shared, &pool, jobs);
     Ok(())
+}
+
+/// The KV pool when `--ctx` is not given: the model's trained context, or, when
+/// that would not fit the memory available, the most whole pages that do (at
+/// least one), said on stderr with the numbers.
+fn fitting_ctx(model: &crate::model::Model, kv: KvType, avail: Option<u64>) -> usize {
+    let full = model.hp.n_ctx_train;
+    let Some(avail) = avail else {
+        return full;
+    };
+    let need = |n: usize| model.memory_estimate(n, kv, 64).total();
+    if need(full) <= avail {
+        return full;
+    }
+    let mut n = full / engine::PAGE * engine::PAGE;
+    while n > engine::PAGE && need(n) > avail {
+        n -= engine::PAGE;
+    }
+    eprintln!(
+        "phiq serve: warning: a {full}-position KV pool needs about {} MB, {} MB are available: using --ctx {n} \
+         (set --ctx to choose; --kv-type q8_0 holds twice the positions)",
+        need(full) / 1_000_000,
+        avail / 1_000_000
+    );
+    n
 }
 
 /// The name `/v1/models` gives the model: its file name.
