@@ -3,6 +3,7 @@
 //! - [`gguf`]: the GGUF container, read over a memory map and written by streaming.
 //! - [`quant`]: ggml's block formats and their reference (scalar) quantizers.
 
+pub mod chat;
 pub mod gguf;
 pub mod kernels;
 pub mod model;

@@ -332,8 +332,12 @@ fn bad_model_files_fail_cleanly() {
 }
 
 fn chat(input: &str, extra: &[&str]) -> (String, String) {
+    chat_with(m(), input, extra)
+}
+
+fn chat_with(model: &str, input: &str, extra: &[&str]) -> (String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_phiq"))
-        .args(["chat", "-m", m(), "--temp", "0"])
+        .args(["chat", "-m", model, "--temp", "0"])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -377,4 +381,32 @@ fn chat_drops_old_turns_when_the_context_fills() {
     let (out, err) = chat(&input, &["-n", "8", "--ctx", "96", "--style", "chat"]);
     assert!(err.contains("dropped the"), "{err}");
     assert_eq!(out.lines().count(), 4, "{out:?}");
+}
+
+/// A model with a chat template chats in it (two turns, the second reusing the
+/// first's cache); `--style instruct` still picks Phi-2's format, and
+/// `--style template` without a template is a clear error.
+#[test]
+fn chat_uses_the_models_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n";
+    let ckpt = oracle::checkpoint_with_template(dir.path(), template, true);
+    let gguf = oracle::gguf_from(&ckpt, "q8_0", &dir.path().join("chatml.gguf"));
+    let g = gguf.to_str().unwrap();
+    let (out, err) = chat_with(g, "Hi\nAnd then?\n", &["-n", "6"]);
+    assert!(err.contains("the model's chat template"), "{err}");
+    assert_eq!(out.lines().count(), 2, "{out:?}");
+    let (_, err) = chat_with(g, "Hi\n", &["-n", "2", "--style", "instruct"]);
+    assert!(err.contains("Instruct"), "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_phiq"))
+        .args(["chat", "-m", m(), "--style", "template"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no tokenizer.chat_template"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

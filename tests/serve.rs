@@ -26,6 +26,19 @@ fn model() -> &'static Path {
     p
 }
 
+/// The dev checkpoint with a ChatML template, as an F32 GGUF.
+fn chatml_model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, p) = MODEL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let template = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+        let ckpt = oracle::checkpoint_with_template(dir.path(), template, false);
+        let p = oracle::gguf_from(&ckpt, "f32", &dir.path().join("chatml.gguf"));
+        (dir, p)
+    });
+    p
+}
+
 struct Server {
     child: Child,
     addr: String,
@@ -607,6 +620,31 @@ fn concurrent_requests_equal_each_served_alone() {
     }
     assert_eq!(bad.join().unwrap(), 400);
     leaver.join().unwrap();
+}
+
+/// A model whose GGUF carries a chat template gets its messages in it: the prompt
+/// is the template's rendering (its token count says so), said at start.
+#[test]
+fn chat_messages_use_the_models_template() {
+    let s = Server::ready(chatml_model(), &[]);
+    assert!(s.log().contains("chat template"), "{}", s.log());
+    let r = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rendered = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    let n = s.post("/tokenize", &json!({"content": rendered})).json()["tokens"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(r.json()["usage"]["prompt_tokens"], n);
+    let text = r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text.contains("<|im_end|>"), "{text:?}");
 }
 
 /// The slots share one KV pool of --ctx positions (pages of 32): one conversation

@@ -59,7 +59,11 @@ impl Vocab {
             bos: id_of("bos")?,
             eos: id_of("eos")?,
             unk: id_of("unk")?,
-            chat_template: config.as_ref().and_then(chat_template),
+            chat_template: match read_text_opt(&dir.join("chat_template.jinja"))? {
+                // transformers >= 4.50 saves the template in its own file, and reads it first.
+                Some(t) => Some(t),
+                None => config.as_ref().and_then(chat_template),
+            },
             tokens,
             types,
             merges,
@@ -359,6 +363,15 @@ fn special_id(
     Ok(model_config
         .and_then(|c| c.get(format!("{which}_token_id"))?.as_u64())
         .map(|id| id as u32))
+}
+
+/// A text file's contents, `None` when it does not exist.
+fn read_text_opt(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(tok_err(path, format!("cannot read it: {e}"))),
+    }
 }
 
 fn chat_template(config: &Value) -> Option<String> {

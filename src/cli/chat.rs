@@ -1,37 +1,88 @@
-//! `phiq chat`: an interactive assistant in Phi-2's prompt formats, reusing the KV
-//! cache across turns.
+//! `phiq chat`: an interactive assistant, in the model's chat template when its GGUF
+//! has one, else in Phi-2's prompt formats; the KV cache is kept across turns.
 
 use std::io::{self, BufRead, Write};
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use phiq::model::Session;
+use phiq::chat::{ChatFormat, Message, Role};
 use phiq::tokenizer::Tokenizer;
 
 use super::common::{self, INTERRUPTED, ModelArgs, SampleArgs, Stop};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Style {
-    /// `Instruct: ...\nOutput:` (Phi-2's QA format).
+    /// The GGUF's `tokenizer.chat_template` (the default when it has one).
+    Template,
+    /// `Instruct: ...\nOutput:` (Phi-2's QA format; the default otherwise).
     Instruct,
     /// `Alice: ...\nBob:` (Phi-2's chat format).
     Chat,
 }
 
-impl Style {
-    fn turn(self, msg: &str) -> String {
+/// A conversation's prompt format.
+enum Format {
+    /// Phi-2's: each turn `{user}{msg}\n{bot}{answer}`, turns joined by newlines.
+    Turns {
+        user: &'static str,
+        bot: &'static str,
+    },
+    Template(ChatFormat),
+}
+
+impl Format {
+    fn new(style: Option<Style>, chat: ChatFormat) -> Result<Format> {
+        let has_template = matches!(chat, ChatFormat::Template { .. });
+        Ok(match style {
+            Some(Style::Template) if !has_template => {
+                anyhow::bail!("--style template: the model has no tokenizer.chat_template")
+            }
+            Some(Style::Template) => Format::Template(chat),
+            None if has_template => Format::Template(chat),
+            Some(Style::Instruct) | None => Format::Turns {
+                user: "Instruct: ",
+                bot: "Output:",
+            },
+            Some(Style::Chat) => Format::Turns {
+                user: "Alice: ",
+                bot: "Bob:",
+            },
+        })
+    }
+
+    /// The prompt of `messages` (ending with a user message), the answer's turn opened.
+    fn prompt(&self, messages: &[Message]) -> Result<String> {
         match self {
-            Style::Instruct => format!("Instruct: {msg}\nOutput:"),
-            Style::Chat => format!("Alice: {msg}\nBob:"),
+            Format::Turns { user, bot } => {
+                let mut out = String::new();
+                for m in messages {
+                    match m.role {
+                        Role::User if out.is_empty() => out = format!("{user}{}\n{bot}", m.content),
+                        Role::User => out.push_str(&format!("\n{user}{}\n{bot}", m.content)),
+                        _ => out.push_str(&m.content),
+                    }
+                }
+                Ok(out)
+            }
+            Format::Template(f) => Ok(f.prompt(messages)?),
         }
     }
 
     /// Phi-2 tends to go on with the next turn itself: stop there.
-    fn stops(self) -> &'static [&'static str] {
+    fn stops(&self) -> Vec<String> {
         match self {
-            Style::Instruct => &["\nInstruct:", "<|endoftext|>"],
-            Style::Chat => &["\nAlice:", "<|endoftext|>"],
+            Format::Turns { user, .. } => {
+                vec![format!("\n{}", user.trim_end()), "<|endoftext|>".into()]
+            }
+            Format::Template(f) => f.stops(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Format::Turns { user, bot } => format!("the `{}...\\n{bot}` format", user.trim_end()),
+            Format::Template(f) => f.describe().into(),
         }
     }
 }
@@ -40,9 +91,9 @@ impl Style {
 pub struct ChatArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prompt format.
-    #[arg(long, value_enum, default_value = "instruct")]
-    style: Style,
+    /// Prompt format (default: the model's chat template if it has one, else instruct).
+    #[arg(long, value_enum)]
+    style: Option<Style>,
     /// Tokens per answer at most.
     #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
     n_predict: usize,
@@ -50,31 +101,22 @@ pub struct ChatArgs {
     sample: SampleArgs,
 }
 
-/// The conversation: each turn's text with its answer, kept to rebuild the cache
-/// when old turns must be dropped.
-struct Conversation {
-    turns: Vec<String>,
-}
-
-impl Conversation {
-    fn text(&self) -> String {
-        self.turns.join("\n")
-    }
-}
-
 pub fn run(args: &ChatArgs) -> Result<()> {
     let mut sampler = args.sample.sampler()?;
     let loaded = args.model.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let mut session = args.model.session(model)?;
+    let format = Format::new(args.style, ChatFormat::from_gguf(model.file(), tok)?)?;
     // Ctrl-C ends the current answer; at the prompt, /exit or Ctrl-D ends the program.
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))?;
     eprintln!(
-        "phiq chat: {} ({} context). Type a message; /reset forgets, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.",
+        "phiq chat: {} ({} context, {}). Type a message; /reset forgets, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.",
         model.file().path().display(),
-        session.n_ctx()
+        session.n_ctx(),
+        format.describe()
     );
-    let mut conv = Conversation { turns: Vec::new() };
+    let mut messages: Vec<Message> = Vec::new();
+    // The tokens the session's cache holds.
     let mut history: Vec<u32> = Vec::new();
     let stdin = io::stdin();
     let mut line = String::new();
@@ -91,29 +133,30 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             "/exit" | "/quit" => break,
             "/reset" => {
                 session.truncate(0);
-                conv.turns.clear();
+                messages.clear();
                 history.clear();
                 eprintln!("(conversation forgotten)");
                 continue;
             }
             _ => {}
         }
-        let turn = args.style.turn(msg);
-        let text = if conv.turns.is_empty() {
-            turn.clone()
-        } else {
-            format!("\n{turn}")
+        messages.push(Message {
+            role: Role::User,
+            content: msg.to_string(),
+        });
+        let Some(tokens) = fit(&format, &mut messages, tok, session.n_ctx(), args)? else {
+            continue;
         };
-        let mut new = tok.encode(&text)?;
-        if session.len() + new.len() + 1 > session.n_ctx() {
-            new = make_room(&mut session, &mut conv, &mut history, tok, &turn, args)?;
-            if new.is_empty() {
-                continue;
-            }
-        }
-        history.extend(&new);
-        let logits = common::prefill(&mut session, &new, args.model.batch)?;
+        // Evaluate only what the cache does not hold already (at least the last
+        // token: its logits choose the first of the answer).
+        let keep = common_prefix(&history, &tokens).min(tokens.len() - 1);
+        session.truncate(keep);
+        history.truncate(keep);
+        history.extend_from_slice(&tokens[keep..]);
+        let logits = common::prefill(&mut session, &tokens[keep..], args.model.batch)?;
         let room = session.n_ctx() - session.len();
+        let stops = format.stops();
+        let stops: Vec<&str> = stops.iter().map(String::as_str).collect();
         let mut out = io::stdout().lock();
         let generated = common::generate(
             &mut session,
@@ -122,67 +165,64 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             logits,
             &mut history,
             args.n_predict.min(room),
-            args.style.stops(),
+            &stops,
             &mut out,
         )?;
         writeln!(out)?;
+        // The last token chosen may not have been evaluated (a stop text, a full
+        // context): the history is what the cache holds.
+        history.truncate(session.len());
         if generated.stop == Stop::Interrupted {
             eprintln!("(stopped)");
         }
-        // Keep the cache in step with the text we keep: the answer as shown.
-        let answer = generated.text.trim_end().to_string();
-        conv.turns.push(format!("{turn}{answer}"));
-        let kept = tok.encode(&conv.text())?;
-        if !history.starts_with(&kept) || history.len() != kept.len() {
-            session.truncate(0);
-            history = kept;
-            common::prefill(&mut session, &history, args.model.batch)?;
-        }
+        messages.push(Message {
+            role: Role::Assistant,
+            content: generated.text.trim_end().to_string(),
+        });
     }
     Ok(())
 }
 
-/// Drops the oldest turns until the new one fits, re-evaluates what is kept, and
-/// returns the new turn's tokens (empty if even alone it does not fit).
-fn make_room(
-    session: &mut Session,
-    conv: &mut Conversation,
-    history: &mut Vec<u32>,
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The tokens of the conversation's prompt, after dropping its oldest exchanges
+/// until it leaves room for an answer; `None` (the message dropped) when even the
+/// last message alone does not.
+fn fit(
+    format: &Format,
+    messages: &mut Vec<Message>,
     tok: &Tokenizer,
-    turn: &str,
+    n_ctx: usize,
     args: &ChatArgs,
-) -> Result<Vec<u32>> {
-    let alone = tok.encode(turn)?;
+) -> Result<Option<Vec<u32>>> {
     // Leave room for a useful answer as well as the question.
-    let budget = session
-        .n_ctx()
-        .saturating_sub(args.n_predict.min(session.n_ctx() / 4));
-    if alone.len() >= budget {
-        eprintln!(
-            "(that message is {} tokens; the context holds {}: shorten it or raise --ctx)",
-            alone.len(),
-            session.n_ctx()
-        );
-        return Ok(Vec::new());
-    }
+    let budget = n_ctx.saturating_sub(args.n_predict.min(n_ctx / 4));
     let mut dropped = 0;
     loop {
-        let mut all = conv.turns.clone();
-        all.push(turn.to_string());
-        let tokens = tok.encode(&all.join("\n"))?;
-        if tokens.len() < budget || conv.turns.is_empty() {
-            eprintln!("(context full: dropped the {dropped} oldest turn(s))");
-            session.truncate(0);
-            let prefix_len = if conv.turns.is_empty() {
-                0
-            } else {
-                tok.encode(&conv.text())?.len()
-            };
-            *history = tokens[..prefix_len].to_vec();
-            common::prefill(session, history, args.model.batch)?;
-            return Ok(tokens[prefix_len..].to_vec());
+        let tokens = tok.encode(&format.prompt(messages)?)?;
+        if tokens.len() < budget {
+            if dropped > 0 {
+                eprintln!("(context full: dropped the {dropped} oldest turn(s))");
+            }
+            return Ok(Some(tokens));
         }
-        conv.turns.remove(0);
-        dropped += 1;
+        // The oldest exchange: everything up to the second user message.
+        match messages.iter().skip(1).position(|m| m.role == Role::User) {
+            Some(i) => {
+                messages.drain(..=i);
+                dropped += 1;
+            }
+            None => {
+                eprintln!(
+                    "(that message is {} tokens; the context holds {}: shorten it or raise --ctx)",
+                    tokens.len(),
+                    n_ctx
+                );
+                messages.clear();
+                return Ok(None);
+            }
+        }
     }
 }

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::chat::{self, Message, Role};
 use super::engine::Finish;
+use crate::chat::{ChatFormat, Message, Role};
 use crate::sample::SamplerConfig;
 
 /// An error answer: `{"error": {"code", "message", "type"}}` with its status.
@@ -72,13 +72,16 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// A `/v1/completions` or `/v1/chat/completions` body.
-pub fn parse(kind: Kind, o: &Map<String, Value>) -> Result<Request, ApiError> {
+/// Chat messages become a prompt in `format`.
+pub fn parse(kind: Kind, o: &Map<String, Value>, format: &ChatFormat) -> Result<Request, ApiError> {
     let (prompt, mut stops) = match kind {
         Kind::Completion => (prompt_field(o)?, Vec::new()),
         Kind::Chat => {
             let messages = messages(o)?;
-            let stops = chat::PHI2_STOPS.iter().map(|s| s.to_string()).collect();
-            (chat::phi2_prompt(&messages), stops)
+            let prompt = format
+                .prompt(&messages)
+                .map_err(|e| ApiError::invalid(format!("field `messages`: {e}")))?;
+            (prompt, format.stops())
         }
     };
     if let Some(n) = opt_u64(o, "n")?
@@ -296,7 +299,7 @@ mod tests {
     use super::*;
 
     fn req(kind: Kind, body: &str) -> Result<Request, ApiError> {
-        parse(kind, &object(body.as_bytes())?)
+        parse(kind, &object(body.as_bytes())?, &ChatFormat::Phi2)
     }
 
     #[test]

@@ -353,7 +353,7 @@ async fn generate(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let r = ready(&app)?;
-    let req = api::parse(kind, &api::object(&body(b)?)?)?;
+    let req = api::parse(kind, &api::object(&body(b)?)?, &r.chat)?;
     let prompt = r
         .tokenizer
         .encode(&req.prompt)

@@ -8,10 +8,9 @@
 //! - `engine`: the model thread (the kernels use rayon's pool; an async worker
 //!   must never block on a forward pass), running requests in `-np` slots.
 //!
-//! `api` holds the request fields and response shapes; `chat` the prompt formats.
+//! `api` holds the request fields and response shapes; [`crate::chat`] the prompt formats.
 
 mod api;
-mod chat;
 mod engine;
 mod http;
 
@@ -20,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 
+use crate::chat::ChatFormat;
 use crate::gguf::Load;
 use crate::model::KvType;
 use crate::tokenizer::Tokenizer;
@@ -64,6 +64,8 @@ pub enum ServeError {
 /// What the HTTP side needs once the model is loaded.
 pub(crate) struct Ready {
     pub tokenizer: Arc<Tokenizer>,
+    /// How chat messages become a prompt.
+    pub chat: ChatFormat,
     /// Positions one conversation may hold: the whole KV pool.
     pub slot_ctx: usize,
     pub model_id: String,
@@ -157,9 +159,12 @@ fn load_and_run(
         mb(slot_bytes * c.slots as u64),
         mb(need.scratch)
     );
+    let chat = ChatFormat::from_gguf(model.file(), &tok).map_err(|e| format!("{path}: {e}"))?;
+    eprintln!("phiq serve: chat messages in {}", chat.describe());
     let tok = Arc::new(tok);
     let _ = shared.ready.set(Ready {
         tokenizer: Arc::clone(&tok),
+        chat,
         slot_ctx: pool.tokens(),
         model_id: model_id(&c.model),
     });

@@ -21,6 +21,27 @@ pub fn reference() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A copy of the dev checkpoint whose tokenizer ships `template`, in
+/// `tokenizer_config.json` or (transformers >= 4.50) `chat_template.jinja`.
+pub fn checkpoint_with_template(dir: &Path, template: &str, jinja_file: bool) -> PathBuf {
+    let src = checkpoint();
+    let dst = dir.join("checkpoint");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    if jinja_file {
+        std::fs::write(dst.join("chat_template.jinja"), template).unwrap();
+    } else {
+        let p = dst.join("tokenizer_config.json");
+        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        cfg["chat_template"] = Value::from(template);
+        std::fs::write(&p, serde_json::to_string(&cfg).unwrap()).unwrap();
+    }
+    dst
+}
+
 /// Converts the Hugging Face folder `input` to `out` with the real converter.
 pub fn gguf_from(input: &Path, ty: &str, out: &Path) -> PathBuf {
     let input = Input::open(input).unwrap();

@@ -1,38 +1,15 @@
-//! Chat messages to a prompt, in Phi-2's own format (its model card's QA format):
+//! Phi-2's own chat format (its model card's QA format):
 //! the system text first, then `Instruct: <user>\nOutput: <assistant>` turns,
 //! ending with `Output:` for the model to continue.
 
-/// One message of a conversation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Message {
-    pub role: Role,
-    pub content: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-}
-
-impl Role {
-    pub fn from_name(s: &str) -> Option<Role> {
-        match s {
-            "system" | "developer" => Some(Role::System),
-            "user" => Some(Role::User),
-            "assistant" => Some(Role::Assistant),
-            _ => None,
-        }
-    }
-}
+use super::{Message, Role};
 
 /// What ends an answer in Phi-2's format: the model otherwise goes on to write the
 /// next turn itself.
-pub const PHI2_STOPS: [&str; 3] = ["\nInstruct:", "\nUser:", "\nSystem:"];
+pub const STOPS: [&str; 3] = ["\nInstruct:", "\nUser:", "\nSystem:"];
 
 /// The prompt of `messages` in Phi-2's format.
-pub fn phi2_prompt(messages: &[Message]) -> String {
+pub fn prompt(messages: &[Message]) -> String {
     let mut out = String::new();
     for m in messages.iter().filter(|m| m.role == Role::System) {
         out.push_str(m.content.trim());
@@ -83,9 +60,9 @@ mod tests {
             m(Role::User, " And 3+3? "),
         ];
         assert_eq!(
-            phi2_prompt(&msgs),
+            prompt(&msgs),
             "Answer briefly.\nInstruct: What is 2+2?\nOutput: 4\nInstruct: And 3+3?\nOutput:"
         );
-        assert_eq!(phi2_prompt(&[m(Role::User, "Hi")]), "Instruct: Hi\nOutput:");
+        assert_eq!(prompt(&[m(Role::User, "Hi")]), "Instruct: Hi\nOutput:");
     }
 }
