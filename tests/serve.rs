@@ -689,6 +689,51 @@ fn slots_share_one_kv_pool() {
     );
 }
 
+/// --timeout: a request that waits longer for a slot is a 503 (a stream's as an
+/// error event), and so is a non-streamed one that is not done in time; the
+/// server goes on, the slot is freed when the long answer's client leaves.
+#[test]
+fn requests_past_the_timeout_are_503_and_the_server_goes_on() {
+    let s = Server::ready(
+        model(),
+        &[
+            "-np",
+            "1",
+            "--timeout",
+            "1",
+            "--max-queue",
+            "4",
+            "--ctx",
+            "16384",
+        ],
+    );
+    let long = json!({"prompt": "Go on", "max_tokens": 16000, "stream": true}).to_string();
+    let mut c = s.connect("POST", "/v1/completions", &[], &long);
+    let mut buf = [0u8; 256];
+    assert!(c.read(&mut buf).unwrap() > 0, "the stream has begun");
+    let start = Instant::now();
+    s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 1}))
+        .error(503, "unavailable_error", "--timeout 1 s");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let r = s.post(
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 1, "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("no slot was free within --timeout 1 s"),
+        "{}",
+        r.body
+    );
+    drop(c);
+    let (_, finish) = complete(&s, json!({"prompt": "x", "max_tokens": 1}));
+    assert_eq!(finish, "length");
+}
+
 /// A full queue answers 503 at once; a client that disconnects frees its slot.
 #[test]
 fn a_full_queue_is_503_and_a_disconnect_frees_the_slot() {

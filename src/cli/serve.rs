@@ -58,6 +58,10 @@ pub struct ServeArgs {
         default_value_t = 512
     )]
     n_predict: usize,
+    /// Seconds a request may wait for a slot, and a non-streamed one may take in
+    /// all; past it the answer is 503 and its slot freed (llama-server's default).
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    timeout: u64,
     /// Read the whole file into memory instead of mapping it.
     #[arg(long)]
     no_mmap: bool,
@@ -70,6 +74,9 @@ fn parse_kv(s: &str) -> Result<KvType, String> {
 pub fn run(args: &ServeArgs) -> Result<()> {
     if args.parallel == 0 {
         bail!("-np must be at least 1");
+    }
+    if args.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
     }
     let threads = match args.threads {
         Some(0) => bail!("--threads must be at least 1"),
@@ -109,6 +116,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_queue: args.max_queue,
         max_body: args.max_body,
         default_max_tokens: args.n_predict,
+        timeout: std::time::Duration::from_secs(args.timeout),
     };
     server::serve(config, |addr| {
         eprintln!("phiq serve: listening on http://{addr} (loading the model)");

@@ -38,6 +38,8 @@ pub struct Job {
     /// Texts that end the answer; never shown, not even in part.
     pub stops: Vec<String>,
     pub events: UnboundedSender<Event>,
+    /// When the request was queued (it waits at most `--timeout`).
+    pub queued: Instant,
 }
 
 /// What the model thread reports to a request's handler.
@@ -150,7 +152,14 @@ pub fn run(
             pending.push_back(job);
         }
         pending.retain(|j| {
-            let keep = !j.events.is_closed();
+            let late = j.queued.elapsed() > cfg.timeout;
+            if late {
+                let _ = j.events.send(Event::Error(ApiError::unavailable(format!(
+                    "no slot was free within --timeout {} s",
+                    cfg.timeout.as_secs()
+                ))));
+            }
+            let keep = !late && !j.events.is_closed();
             if !keep {
                 shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
             }

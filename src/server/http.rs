@@ -134,7 +134,19 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         );
         return with_cors(e.into_response(), allowed);
     }
-    with_cors(next.run(req).await, allowed)
+    // A stream's headers go out as soon as its request is queued; the model thread
+    // times out its wait for a slot. Everything else (reading the body, a whole
+    // non-streamed answer) must be done within --timeout; dropping the handler
+    // cancels its request.
+    let r = match tokio::time::timeout(c.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::unavailable(format!(
+            "the request took longer than --timeout {} s (waiting for a slot, or generating without streaming)",
+            c.timeout.as_secs()
+        ))
+        .into_response(),
+    };
+    with_cors(r, allowed)
 }
 
 fn with_cors(mut r: Response, origin: Option<HeaderValue>) -> Response {
@@ -392,6 +404,7 @@ async fn generate(
         sampler: req.sampler.clone(),
         stops: req.stops.clone(),
         events: tx,
+        queued: std::time::Instant::now(),
     };
     app.shared.metrics.queued.fetch_add(1, Ordering::Relaxed);
     if app.jobs.lock().unwrap().send(job).is_err() {

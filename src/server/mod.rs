@@ -46,6 +46,8 @@ pub struct Config {
     pub max_body: usize,
     /// Answer length when a request gives none.
     pub default_max_tokens: usize,
+    /// Longest wait for a slot, and longest non-streamed request (503 past it).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
