@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
+scripts/setup-browser.sh
 export PHIQ_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --all-targets "$@"

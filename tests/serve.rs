@@ -783,6 +783,38 @@ fn sigterm_finishes_the_answers_under_way_and_exits_0() {
 }
 
 /// The official `openai` Python client (pinned in tests/py/requirements.txt).
+/// The chat page in Debian's chromium (headless, through Selenium): a typed message
+/// gets an answer that appears in pieces as it streams, and the console stays
+/// free of errors and warnings.
+#[test]
+fn the_chat_page_streams_an_answer_in_a_real_browser() {
+    let s = Server::ready(model(), &[]);
+    let out = common::run_py(
+        "browser_chat.py",
+        &[
+            &format!("http://{}/", s.addr),
+            &"Write a haiku about the sea.",
+        ],
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["errors"], json!([]), "{v}");
+    assert_eq!(v["console"], json!([]), "{v}");
+    assert_eq!(v["user"], json!(["Write a haiku about the sea."]), "{v}");
+    let answer = v["answer"][0].as_str().unwrap();
+    assert!(!answer.is_empty(), "{v}");
+    // Streamed: the bubble showed more than one non-empty text on the way.
+    let mut seen: Vec<&str> = v["seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .collect();
+    seen.dedup();
+    assert!(seen.len() >= 2, "the answer arrived in one piece: {v}");
+    assert_eq!(seen.last().unwrap().trim(), answer.trim(), "{v}");
+}
+
 #[test]
 fn the_openai_python_client_works_against_it() {
     let s = Server::ready(model(), &["--api-key", "k3y"]);
