@@ -19,6 +19,10 @@ cargo build -q --release --bin phiq
 phiq=$PWD/target/release/phiq
 load=benches/serve_load.py
 work=$(mktemp -d)
+# Both servers sample from the tokens that are valid UTF-8 alone (see benches/utf8_bans.py).
+scripts/setup-python.sh
+.venv/bin/python benches/utf8_bans.py "$model" > "$work/bias.json"
+export BIAS="$work/bias.json"
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT

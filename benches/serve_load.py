@@ -5,14 +5,24 @@ OpenAI-compatible server (phiq serve or llama-server), standard library only.
   serve_load.py URL streams N_STREAMS MAX_TOKENS   -> aggregate generated tok/s
   serve_load.py URL ttft PROMPT_TOKENS BACKGROUND  -> time to first token of a long
                                                       prompt while BACKGROUND streams run
-Prints one JSON object.
+Prints one JSON object. With BIAS=FILE, every request carries that JSON as its
+logit_bias (benches/utf8_bans.py). A stream that fails stops the run with its error.
 """
 import http.client
 import json
+import os
 import sys
 import threading
 import time
 import urllib.parse
+
+
+BIAS = json.load(open(os.environ["BIAS"])) if os.environ.get("BIAS") else None
+
+
+def fail(why):
+    print(f"serve_load.py: {why}", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def stream(url, body, on_first=None):
@@ -20,10 +30,12 @@ def stream(url, body, on_first=None):
     u = urllib.parse.urlparse(url)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=3600)
     body = dict(body, stream=True, stream_options={"include_usage": True})
+    if BIAS:
+        body["logit_bias"] = BIAS
     c.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     r = c.getresponse()
     if r.status != 200:
-        raise SystemExit(f"HTTP {r.status}: {r.read()[:300]!r}")
+        fail(f"HTTP {r.status}: {r.read()[:300]!r}")
     first, tokens, buf = None, 0, b""
     while True:
         line = r.readline()
@@ -36,6 +48,8 @@ def stream(url, body, on_first=None):
         if data == b"[DONE]":
             break
         v = json.loads(data)
+        if "error" in v:
+            fail(f"the stream failed: {v['error']}")
         if v.get("usage"):
             tokens = v["usage"]["completion_tokens"]
         for ch in v.get("choices", []):

@@ -20,6 +20,9 @@ pub struct SamplerConfig {
     pub presence_penalty: f32,
     /// Subtracted from a recent token's logit per occurrence (OpenAI's; 0.0: off).
     pub frequency_penalty: f32,
+    /// Added to a token's logit before sampling (OpenAI's `logit_bias`);
+    /// `-inf` bans the token.
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }
 
@@ -34,6 +37,7 @@ impl Default for SamplerConfig {
             repeat_last_n: 64,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0x5eed,
         }
     }
@@ -58,6 +62,11 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut logits = logits.to_vec();
         self.penalize(&mut logits, history);
+        for &(id, bias) in &self.cfg.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
         if self.cfg.temperature <= 0.0 {
             return argmax(&logits);
         }
@@ -189,6 +198,24 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn logit_bias_bans_and_favours_tokens() {
+        let logits = [3.0, 2.0, 1.0, 0.0];
+        let greedy = |bias: Vec<(u32, f32)>| {
+            let cfg = SamplerConfig {
+                temperature: 0.0,
+                logit_bias: bias,
+                ..SamplerConfig::default()
+            };
+            Sampler::new(cfg).sample(&logits, &[])
+        };
+        assert_eq!(greedy(vec![]), 0);
+        assert_eq!(greedy(vec![(0, f32::NEG_INFINITY)]), 1);
+        assert_eq!(greedy(vec![(3, 3.5)]), 3);
+        // An id past the logits is ignored (the server refuses it before).
+        assert_eq!(greedy(vec![(9, 100.0)]), 0);
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub fn parse(kind: Kind, o: &Map<String, Value>, format: &ChatFormat) -> Result<
         repeat_penalty: opt_f32(o, "repeat_penalty", 1e-6, 100.0)?.unwrap_or(d.repeat_penalty),
         presence_penalty: opt_f32(o, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0),
         frequency_penalty: opt_f32(o, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0),
+        logit_bias: logit_bias(o)?,
         seed: seed(o)?,
         ..d
     };
@@ -246,6 +247,47 @@ fn opt_bool(o: &Map<String, Value>, f: &str) -> Result<Option<bool>, ApiError> {
     }
 }
 
+/// `logit_bias`: OpenAI's `{"token id": bias}` or llama.cpp's `[[id, bias], ...]`,
+/// biases from -100 to 100 added to the logits; -100 (or llama.cpp's `false`) bans
+/// the token. Ids are checked against the vocabulary by the caller.
+fn logit_bias(o: &Map<String, Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let bad = |what: String| ApiError::invalid(format!("field `logit_bias`: {what}"));
+    let entry = |id: Option<u64>, b: &Value, at: &str| -> Result<(u32, f32), ApiError> {
+        let id = id
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| bad(format!("{at}: the key must be a token id")))?;
+        let bias = match b {
+            Value::Bool(false) => f32::NEG_INFINITY,
+            v => match v.as_f64() {
+                Some(-100.0) => f32::NEG_INFINITY,
+                Some(x) if (-100.0..=100.0).contains(&x) => x as f32,
+                _ => {
+                    return Err(bad(format!(
+                        "{at}: expected a number from -100 to 100, got {v}"
+                    )));
+                }
+            },
+        };
+        Ok((id, bias))
+    };
+    match o.get("logit_bias") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| entry(k.parse().ok(), v, &format!("{k:?}")))
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p.as_array().map(Vec::as_slice) {
+                Some([id, b]) => entry(id.as_u64(), b, &format!("[{i}]")),
+                _ => Err(bad(format!("[{i}]: expected [token id, bias]"))),
+            })
+            .collect(),
+        Some(_) => Err(bad("expected an object of token id: bias".into())),
+    }
+}
+
 /// `seed`: a non-negative integer, or -1 / absent for a random one.
 fn seed(o: &Map<String, Value>) -> Result<u64, ApiError> {
     match o.get("seed") {
@@ -332,6 +374,21 @@ mod tests {
             ),
             (
                 Kind::Completion,
+                r#"{"prompt": "a", "logit_bias": {"x": 1}}"#,
+                "`logit_bias`: \"x\"",
+            ),
+            (
+                Kind::Completion,
+                r#"{"prompt": "a", "logit_bias": {"5": 101}}"#,
+                "from -100 to 100",
+            ),
+            (
+                Kind::Completion,
+                r#"{"prompt": "a", "logit_bias": [[5]]}"#,
+                "`logit_bias`: [0]",
+            ),
+            (
+                Kind::Completion,
                 r#"{"prompt": "a", "stream": "yes"}"#,
                 "`stream`",
             ),
@@ -391,5 +448,17 @@ mod tests {
         .unwrap();
         assert_eq!((c.prompt.as_str(), c.max_tokens), ("x", Some(5)));
         assert!(c.stops.is_empty());
+        let b = req(
+            Kind::Completion,
+            r#"{"prompt": "x", "logit_bias": {"13": -100, "7": 2.5}}"#,
+        )
+        .unwrap();
+        assert_eq!(b.sampler.logit_bias, [(13, f32::NEG_INFINITY), (7, 2.5)]);
+        let l = req(
+            Kind::Completion,
+            r#"{"prompt": "x", "logit_bias": [[13, false], [7, -1]]}"#,
+        )
+        .unwrap();
+        assert_eq!(l.sampler.logit_bias, [(13, f32::NEG_INFINITY), (7, -1.0)]);
     }
 }

@@ -373,6 +373,17 @@ async fn generate(
     if prompt.is_empty() {
         return Err(ApiError::invalid("the prompt is empty"));
     }
+    let n_vocab = r.tokenizer.n_vocab();
+    if let Some(&(id, _)) = req
+        .sampler
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as usize >= n_vocab)
+    {
+        return Err(ApiError::invalid(format!(
+            "field `logit_bias`: token id {id} is outside the vocabulary of {n_vocab}"
+        )));
+    }
     if prompt.len() >= r.slot_ctx {
         return Err(ApiError::new(
             400,
