@@ -57,8 +57,8 @@ measure() {
     done
     stop
     start "$tool-np4" $cmd -np 4 $ctx 4096
-    for _ in 1 2 3; do
-        python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
+    for run in 1 2 3; do
+        RUN=$run python3 "$load" "http://127.0.0.1:$port" ttft 512 3 >> "$work/$tool-ttft.json"
     done
     stop
     start "$tool-rss" $cmd -np 4 $ctx 2048
@@ -78,8 +78,10 @@ work, llama = sys.argv[1], sys.argv[2]
 tools = ["phiq"] + (["llama"] if llama else [])
 def streams(tool, n):
     return json.load(open(f"{work}/{tool}-streams-{n}.json"))["tok_per_s"]
+def ttfts(tool):
+    return [json.loads(l)["ttft_s"] for l in open(f"{work}/{tool}-ttft.json")]
 def ttft(tool):
-    return statistics.median(json.loads(l)["ttft_s"] for l in open(f"{work}/{tool}-ttft.json"))
+    return statistics.median(ttfts(tool))
 def rss(tool):
     return int(open(f"{work}/{tool}-rss").read()) / 1024
 print("| streams | phiq tok/s | x 1 stream |" + (" llama-server tok/s | phiq / llama |" if llama else ""))
@@ -91,9 +93,9 @@ for n in (1, 2, 4, 8):
         l = streams("llama", n)
         row += f" {l:.2f} | {p / l:.2f} |"
     print(row)
-line = f"\nmedian time to first token, 512-token prompt, 3 streams generating: phiq {ttft('phiq'):.2f} s"
+line = f"\nmedian time to first token, 512-token prompt, 3 streams generating: phiq {ttft('phiq'):.2f} s ({', '.join(f'{t:.2f}' for t in ttfts('phiq'))})"
 if llama:
-    line += f", llama-server {ttft('llama'):.2f} s (ratio {ttft('phiq') / ttft('llama'):.2f})"
+    line += f", llama-server {ttft('llama'):.2f} s ({', '.join(f'{t:.2f}' for t in ttfts('llama'))}; ratio {ttft('phiq') / ttft('llama'):.2f})"
 print(line)
 line = f"peak RSS, -np 4 --ctx 2048: phiq {rss('phiq'):.0f} MiB"
 if llama:

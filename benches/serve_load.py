@@ -88,8 +88,10 @@ def ttft(url, prompt_tokens, background):
         t.start()
     if background:
         started.wait()
-    # "the" is one token in GPT-2's vocabulary, " the" too: prompt_tokens tokens.
-    prompt = "the" + " the" * (prompt_tokens - 1)
+    # "the" is one token in GPT-2's vocabulary, " the" too: prompt_tokens tokens,
+    # the first one different in every run (RUN) so no server reuses a cached one.
+    first = ["the", "a", "an", "one", "two", "three", "four", "five"][int(os.environ.get("RUN", "0")) % 8]
+    prompt = first + " the" * (prompt_tokens - 1)
     t0 = time.perf_counter()
     _, first = stream(url, {"prompt": prompt, "max_tokens": 4, "temperature": 0})
     stop.set()

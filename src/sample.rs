@@ -79,10 +79,7 @@ impl Sampler {
         if cands.is_empty() {
             return argmax(&logits);
         }
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if self.cfg.top_k > 0 {
-            cands.truncate(self.cfg.top_k);
-        }
+        top_k(&mut cands, self.cfg.top_k);
         let probs = softmax(&cands);
         let keep = self.kept(&probs);
         let total: f32 = probs[..keep].iter().sum();
@@ -158,6 +155,18 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// Sorts `cands` most likely first (ties by id) and keeps the first `k` (0: all).
+/// The order is total, so selecting the top `k` (linear) and sorting only them
+/// gives the full sort's first `k`.
+fn top_k(cands: &mut Vec<(u32, f32)>, k: usize) {
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k > 0 && k < cands.len() {
+        cands.select_nth_unstable_by(k - 1, order);
+        cands.truncate(k);
+    }
+    cands.sort_unstable_by(order);
+}
+
 fn softmax(cands: &[(u32, f32)]) -> Vec<f32> {
     let max = cands[0].1;
     let exps: Vec<f32> = cands.iter().map(|c| (c.1 - max).exp()).collect();
@@ -198,6 +207,25 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn top_k_selection_equals_a_full_sort() {
+        let mut rng = crate::testing::Rng(7);
+        for k in [0, 1, 2, 40, 999, 1000, 5000] {
+            // Few distinct values: many ties, which the ids must break.
+            let cands: Vec<(u32, f32)> = (0..1000)
+                .map(|i| (i, rng.below(17) as f32 * 0.5 - 4.0))
+                .collect();
+            let mut want = cands.clone();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if k > 0 {
+                want.truncate(k);
+            }
+            let mut got = cands.clone();
+            top_k(&mut got, k);
+            assert_eq!(got, want, "k {k}");
+        }
     }
 
     #[test]

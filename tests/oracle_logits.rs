@@ -299,3 +299,43 @@ fn a_full_pool_is_an_error_that_changes_nothing() {
     b.eval(&[1, 2, 3, 4, 5, 6, 7], Logits::Last).unwrap();
     assert_eq!(pool.free_tokens(), 0);
 }
+
+/// The server's step: one session's prompt chunk and other sessions' next tokens
+/// in one forward pass give each the logits it gets alone (within the products'
+/// summation-order bound), and an error (a part past its context) changes no cache.
+#[test]
+fn forward_batch_of_prompt_chunks_and_next_tokens_equals_each_alone() {
+    let (_dir, models) = models();
+    let chunk: &[u32] = &[464, 3139, 286, 4881, 318, 257, 922];
+    for (ty, model) in &models {
+        let tol = tolerance(ty, model);
+        let mut alone = [
+            model.session(64, KvType::F16).unwrap(),
+            model.session(64, KvType::F16).unwrap(),
+        ];
+        alone[1].eval(&[40, 1842], Logits::Last).unwrap();
+        let want = [
+            alone[0].eval(chunk, Logits::Last).unwrap(),
+            alone[1].eval(&[257], Logits::Last).unwrap(),
+        ];
+        let mut s0 = model.session(64, KvType::F16).unwrap();
+        let mut s1 = model.session(64, KvType::F16).unwrap();
+        s1.eval(&[40, 1842], Logits::Last).unwrap();
+        let mut small = model.session(3, KvType::F16).unwrap();
+        small.eval(&[1, 2], Logits::Last).unwrap();
+        let err = model
+            .forward_batch(&mut [(&mut s0, chunk), (&mut small, &[3, 4])])
+            .unwrap_err();
+        assert!(err.to_string().contains("holds 3 tokens; 4"), "{err}");
+        assert_eq!((s0.len(), small.len()), (0, 2));
+        let got = model
+            .forward_batch(&mut [(&mut s0, chunk), (&mut s1, &[257])])
+            .unwrap();
+        let n = model.hp.n_vocab;
+        for (i, w) in want.iter().enumerate() {
+            let diff = max_abs_diff(&got[i * n..(i + 1) * n], w);
+            assert!(diff < tol, "{ty} part {i}: {diff}");
+        }
+        assert_eq!((s0.len(), s1.len()), (chunk.len(), 3));
+    }
+}

@@ -149,25 +149,47 @@ impl Model {
         tokens: &[u32],
     ) -> Result<Vec<f32>> {
         assert_eq!(sessions.len(), tokens.len(), "one token per session");
+        let mut parts: Vec<(&mut Session, &[u32])> = sessions
+            .iter_mut()
+            .zip(tokens.chunks(1))
+            .map(|(s, t)| (&mut **s, t))
+            .collect();
+        self.forward_batch(&mut parts)
+    }
+
+    /// Several sessions' new tokens in one forward pass (a prompt chunk of one, the
+    /// next token of others: the server's step): the products read every weight
+    /// once for all the rows. Returns the logits of each part's last token,
+    /// `[parts.len()][n_vocab]`. Every session is checked, and its KV pages taken,
+    /// before any work: on an error no cache has changed.
+    pub fn forward_batch(&self, parts: &mut [(&mut Session<'_>, &[u32])]) -> Result<Vec<f32>> {
         let hp = &self.hp;
-        for s in sessions.iter_mut() {
+        for (s, t) in parts.iter_mut() {
             assert!(std::ptr::eq(s.model, self), "a session of another model");
-            let needed = s.cache.len + 1;
+            assert!(!t.is_empty(), "a part without tokens");
+            let needed = s.cache.len + t.len();
             s.reserve(needed)?;
         }
-        if tokens.is_empty() {
+        if parts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut h = self.embed(tokens)?;
+        let tokens: Vec<u32> = parts.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+        let mut h = self.embed(&tokens)?;
         let mut n = vec![0f32; tokens.len() * hp.n_embd];
-        let mut parts: Vec<Part> = sessions.iter_mut().map(|s| Part { s, t: 1 }).collect();
+        let mut rows = Vec::with_capacity(parts.len());
+        let mut batch: Vec<Part> = parts
+            .iter_mut()
+            .map(|(s, t)| {
+                rows.push(rows.last().map_or(0, |r| r + 1) + t.len() - 1);
+                Part { s, t: t.len() }
+            })
+            .collect();
         for layer in 0..hp.n_layer {
-            self.layer(layer, &mut parts, &mut h, &mut n)?;
+            self.layer(layer, &mut batch, &mut h, &mut n)?;
         }
-        for p in parts {
-            p.s.cache.len += 1;
+        for p in batch {
+            p.s.cache.len += p.t;
         }
-        let rows: Vec<usize> = (0..tokens.len()).collect();
         self.logits(&h, &rows, &mut |_| {})
     }
 

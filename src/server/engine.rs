@@ -1,9 +1,8 @@
 //! The model thread: loads the model, then runs requests in `-np` slots, one step
-//! at a time (continuous batching). A step feeds each slot that is still reading
-//! its prompt one chunk of it, then chooses the next token of every other active
-//! slot and evaluates all those tokens in one forward pass
-//! ([`Model::decode_batch`]): each weight is read once per step for every
-//! conversation, which is what generation is bound by. A long prompt therefore
+//! at a time (continuous batching). A step chooses the next token of every
+//! generating slot, takes the next chunk of every prompt being read, and evaluates
+//! all those tokens in one forward pass ([`Model::forward_batch`]): each weight is
+//! read once per step for every conversation, which is what generation is bound by. A long prompt therefore
 //! delays the other streams by one chunk per step, not by the whole prompt, and a
 //! cancelled request (its receiver dropped) frees its slot within one step.
 //!
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{ApiError, Shared};
-use crate::model::{KvPool, Logits, Model, Session};
+use crate::model::{KvPool, Model, Session};
 use crate::sample::{Sampler, SamplerConfig, stop_safe_prefix};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -81,8 +80,10 @@ pub struct Finish {
     pub predicted_time: Duration,
 }
 
-/// Prompt tokens one step evaluates for one slot.
-const PROMPT_CHUNK: usize = 64;
+/// Prompt tokens one step evaluates for one slot, in the same forward pass as the
+/// other slots' next tokens: a 512-token prompt takes 4 steps, and each step
+/// delays the streams under way by about one such chunk's prompt time.
+const PROMPT_CHUNK: usize = 128;
 
 /// Positions per KV page: what a conversation's cache grows by. Small enough that
 /// a short exchange wastes little of the pool, large enough that attention's
@@ -187,9 +188,9 @@ pub fn run(
     }
 }
 
-/// One step: drops requests whose clients left, feeds each prefilling slot one
-/// prompt chunk, chooses every other active slot's next token, and evaluates those
-/// tokens together in one forward pass.
+/// One step: drops requests whose clients left, chooses every generating slot's
+/// next token, takes the next chunk of every prefilling slot's prompt, and
+/// evaluates all of them in one forward pass (each weight read once per step).
 fn step(model: &Model, slots: &mut [Slot], tok: &Tokenizer, shared: &Shared) {
     for slot in slots.iter_mut() {
         if slot
@@ -200,51 +201,69 @@ fn step(model: &Model, slots: &mut [Slot], tok: &Tokenizer, shared: &Shared) {
             slot.active = None;
         }
     }
-    let mut feed: Vec<(usize, u32)> = Vec::new();
+    // (slot, tokens to feed): a prompt chunk, or the one token chosen.
+    let mut feed: Vec<(usize, Vec<u32>)> = Vec::new();
     for (i, slot) in slots.iter_mut().enumerate() {
         let Some(a) = slot.active.as_ref() else {
             continue;
         };
         if a.fed < a.job.prompt.len() {
-            if let Err(e) = prefill(slot, shared) {
-                fail(slot, e);
-            }
+            let end = (a.fed + PROMPT_CHUNK).min(a.job.prompt.len());
+            feed.push((i, a.job.prompt[a.fed..end].to_vec()));
         } else if let Some(next) = choose(slot, tok, shared) {
-            feed.push((i, next));
+            feed.push((i, vec![next]));
         }
     }
-    // Every fed slot needs a place for its token's keys and values: an answer the
-    // pool has no page for ends as one that fills the context.
-    feed.retain(|&(i, _)| {
-        let room = make_room(slots, i, slots[i].session.len() + 1);
+    // Every fed token needs a place for its keys and values (a prompt's pages
+    // were taken when it started): an answer the pool has no page for ends as one
+    // that fills the context.
+    feed.retain(|(i, t)| {
+        let room = make_room(slots, *i, slots[*i].session.len() + t.len());
         if !room {
-            finish(&mut slots[i], FinishReason::Length, false, shared);
+            finish(&mut slots[*i], FinishReason::Length, false, shared);
         }
         room
     });
     if feed.is_empty() {
         return;
     }
-    let tokens: Vec<u32> = feed.iter().map(|&(_, t)| t).collect();
-    let mut sessions: Vec<&mut Session> = slots
-        .iter_mut()
-        .enumerate()
-        .filter(|(i, _)| feed.iter().any(|(j, _)| j == i))
-        .map(|(_, s)| &mut s.session)
+    let mut sessions: Vec<Option<&mut Session>> =
+        slots.iter_mut().map(|s| Some(&mut s.session)).collect();
+    let mut parts: Vec<(&mut Session, &[u32])> = feed
+        .iter()
+        .map(|(i, t)| {
+            (
+                sessions[*i].take().expect("one part per slot"),
+                t.as_slice(),
+            )
+        })
         .collect();
-    let result = model.decode_batch(&mut sessions, &tokens);
+    let result = model.forward_batch(&mut parts);
+    drop(parts);
     let n_vocab = model.hp.n_vocab;
-    for (k, &(i, t)) in feed.iter().enumerate() {
+    for (k, (i, t)) in feed.into_iter().enumerate() {
         let slot = &mut slots[i];
-        match &result {
-            Ok(logits) => {
-                slot.tokens.push(t);
-                let a = slot.active.as_mut().expect("a fed slot is active");
-                a.logits.clear();
-                a.logits
-                    .extend_from_slice(&logits[k * n_vocab..(k + 1) * n_vocab]);
+        let logits = match &result {
+            Ok(l) => &l[k * n_vocab..(k + 1) * n_vocab],
+            Err(e) => {
+                fail(slot, ApiError::server(format!("evaluating: {e}")));
+                continue;
             }
-            Err(e) => fail(slot, ApiError::server(format!("generating: {e}"))),
+        };
+        slot.tokens.extend_from_slice(&t);
+        let a = slot.active.as_mut().expect("a fed slot is active");
+        a.logits.clear();
+        a.logits.extend_from_slice(logits);
+        if a.fed < a.job.prompt.len() {
+            a.fed += t.len();
+            shared
+                .metrics
+                .prompt_tokens
+                .fetch_add(t.len() as u64, Ordering::Relaxed);
+            if a.fed == a.job.prompt.len() {
+                a.prompt_time = a.started.elapsed();
+                a.decode_start = Some(Instant::now());
+            }
         }
     }
 }
@@ -266,7 +285,17 @@ fn best_free_slot(slots: &[Slot], job: Option<&Job>) -> Option<usize> {
         .iter()
         .enumerate()
         .filter(|(_, s)| s.active.is_none())
-        .max_by_key(|(i, s)| (common_prefix(&s.tokens, &job.prompt), usize::MAX - i))
+        // Longest shared prefix; then the least cached (an empty slot before one
+        // whose conversation could still be continued), the oldest, the first.
+        .max_by_key(|(i, s)| {
+            let shared = common_prefix(&s.tokens, &job.prompt);
+            (
+                shared,
+                usize::MAX - s.tokens.len(),
+                u64::MAX - s.last_used,
+                usize::MAX - i,
+            )
+        })
         .map(|(i, _)| i)
 }
 
@@ -317,27 +346,6 @@ fn start<'t>(slot: &mut Slot<'_, 't>, tok: &'t Tokenizer, job: Job, keep: usize)
         prompt_time: Duration::ZERO,
         decode_start: None,
     });
-}
-
-fn prefill(slot: &mut Slot, shared: &Shared) -> Result<(), ApiError> {
-    let a = slot.active.as_mut().expect("active");
-    let end = (a.fed + PROMPT_CHUNK).min(a.job.prompt.len());
-    let chunk = &a.job.prompt[a.fed..end];
-    a.logits = slot
-        .session
-        .eval(chunk, Logits::Last)
-        .map_err(|e| ApiError::server(format!("evaluating the prompt: {e}")))?;
-    slot.tokens.extend_from_slice(chunk);
-    shared
-        .metrics
-        .prompt_tokens
-        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-    a.fed = end;
-    if a.fed == a.job.prompt.len() {
-        a.prompt_time = a.started.elapsed();
-        a.decode_start = Some(Instant::now());
-    }
-    Ok(())
 }
 
 /// Chooses `slot`'s next token and sends its text. Returns the token to feed, or
