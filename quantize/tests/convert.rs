@@ -67,50 +67,67 @@ fn tensor_bytes(g: &GgufFile) -> Vec<(String, GgmlType, Vec<u64>, Vec<u8>)> {
 fn every_type_agrees_with_gguf_py() {
     let dir = tempfile::tempdir().unwrap();
     let ck = synth(&dir.path().join("ck"), &Spec::tiny());
-    for ty in [
+    let types = [
         "f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q6_k", "q5_k_m", "q5_k_s",
         "q4_k_m", "q4_k_s",
-    ] {
-        let out = dir.path().join(format!("{ty}.gguf"));
-        let g = quantize_ok(&ck, &out, ty);
-        let deq_dir = tempfile::tempdir().unwrap();
-        let report: Value =
-            serde_json::from_str(&run_py("check_quantized.py", &[&ck, &out, &deq_dir.path()]))
-                .unwrap();
-        let report = report.as_array().unwrap();
-        assert_eq!(report.len(), g.tensors.len());
-        let mut k_quants = 0;
-        for entry in report {
-            let name = entry["name"].as_str().unwrap();
-            if let Some(equal) = entry.get("equal") {
-                assert_eq!(
-                    equal, true,
-                    "{ty}: {name} ({}) differs from gguf-py's quantization",
-                    entry["type"]
-                );
-                continue;
-            }
-            // K-quants: gguf-py cannot quantize them, so compare the dequantized values.
-            k_quants += 1;
-            let (info, data) = g.tensor(name).unwrap();
-            let mut ours = vec![0f32; info.n_elements() as usize];
-            let row = info.row_len() as usize;
-            let row_bytes = info.ty.row_bytes(row as u64).unwrap() as usize;
-            for (x, q) in ours.chunks_mut(row).zip(data.chunks(row_bytes)) {
-                quant::dequantize_row(info.ty, q, x).unwrap();
-            }
-            let theirs = read_f32(Path::new(entry["dequantized"].as_str().unwrap()));
-            assert!(
-                ours.iter()
-                    .map(|v| v.to_bits())
-                    .eq(theirs.iter().map(|v| v.to_bits())),
-                "{ty}: {name} dequantizes differently in gguf-py"
-            );
+    ];
+    // gguf-py's numpy quantizers take most of this test's time, one Python process
+    // per type: run them on every core (a failed check panics its thread, and the
+    // scope passes the panic on).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(&ty) =
+                    types.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    check_type_against_gguf_py(dir.path(), &ck, ty);
+                }
+            });
         }
-        // Every quantized type but q8_0 has K-quants: at least output.weight is Q6_K.
-        let expect_k = ty.starts_with('q') && ty != "q8_0";
-        assert_eq!(k_quants > 0, expect_k, "{ty}: K-quant tensors present");
+    });
+}
+
+fn check_type_against_gguf_py(dir: &Path, ck: &Path, ty: &str) {
+    let out = dir.join(format!("{ty}.gguf"));
+    let g = quantize_ok(ck, &out, ty);
+    let deq_dir = tempfile::tempdir().unwrap();
+    let report: Value =
+        serde_json::from_str(&run_py("check_quantized.py", &[&ck, &out, &deq_dir.path()])).unwrap();
+    let report = report.as_array().unwrap();
+    assert_eq!(report.len(), g.tensors.len());
+    let mut k_quants = 0;
+    for entry in report {
+        let name = entry["name"].as_str().unwrap();
+        if let Some(equal) = entry.get("equal") {
+            assert_eq!(
+                equal, true,
+                "{ty}: {name} ({}) differs from gguf-py's quantization",
+                entry["type"]
+            );
+            continue;
+        }
+        // K-quants: gguf-py cannot quantize them, so compare the dequantized values.
+        k_quants += 1;
+        let (info, data) = g.tensor(name).unwrap();
+        let mut ours = vec![0f32; info.n_elements() as usize];
+        let row = info.row_len() as usize;
+        let row_bytes = info.ty.row_bytes(row as u64).unwrap() as usize;
+        for (x, q) in ours.chunks_mut(row).zip(data.chunks(row_bytes)) {
+            quant::dequantize_row(info.ty, q, x).unwrap();
+        }
+        let theirs = read_f32(Path::new(entry["dequantized"].as_str().unwrap()));
+        assert!(
+            ours.iter()
+                .map(|v| v.to_bits())
+                .eq(theirs.iter().map(|v| v.to_bits())),
+            "{ty}: {name} dequantizes differently in gguf-py"
+        );
     }
+    // Every quantized type but q8_0 has K-quants: at least output.weight is Q6_K.
+    let expect_k = ty.starts_with('q') && ty != "q8_0";
+    assert_eq!(k_quants > 0, expect_k, "{ty}: K-quant tensors present");
 }
 
 #[test]
