@@ -689,6 +689,16 @@ fn slots_share_one_kv_pool() {
     );
 }
 
+/// Starts an answer long enough to hold a slot (with --ctx 16384) for the rest of
+/// a test, and returns once it streams; dropping the connection leaves.
+fn hold_the_slot(s: &Server) -> TcpStream {
+    let long = json!({"prompt": "Go on", "max_tokens": 16000, "stream": true}).to_string();
+    let mut c = s.connect("POST", "/v1/completions", &[], &long);
+    let mut buf = [0u8; 256];
+    assert!(c.read(&mut buf).unwrap() > 0, "the stream has begun");
+    c
+}
+
 /// --timeout: a request that waits longer for a slot is a 503 (a stream's as an
 /// error event), and so is a non-streamed one that is not done in time; the
 /// server goes on, the slot is freed when the long answer's client leaves.
@@ -707,10 +717,7 @@ fn requests_past_the_timeout_are_503_and_the_server_goes_on() {
             "16384",
         ],
     );
-    let long = json!({"prompt": "Go on", "max_tokens": 16000, "stream": true}).to_string();
-    let mut c = s.connect("POST", "/v1/completions", &[], &long);
-    let mut buf = [0u8; 256];
-    assert!(c.read(&mut buf).unwrap() > 0, "the stream has begun");
+    let c = hold_the_slot(&s);
     let start = Instant::now();
     s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 1}))
         .error(503, "unavailable_error", "--timeout 1 s");
@@ -738,10 +745,7 @@ fn requests_past_the_timeout_are_503_and_the_server_goes_on() {
 #[test]
 fn a_full_queue_is_503_and_a_disconnect_frees_the_slot() {
     let s = Server::ready(model(), &["-np", "1", "--max-queue", "0", "--ctx", "16384"]);
-    let long = json!({"prompt": "Go on", "max_tokens": 16000, "stream": true}).to_string();
-    let mut c = s.connect("POST", "/v1/completions", &[], &long);
-    let mut buf = [0u8; 256];
-    assert!(c.read(&mut buf).unwrap() > 0, "the stream has begun");
+    let c = hold_the_slot(&s);
     let start = Instant::now();
     s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 1}))
         .error(503, "unavailable_error", "busy");
