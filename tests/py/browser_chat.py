@@ -28,6 +28,16 @@ new MutationObserver(() => {
 """
 
 
+def texts(driver, selector):
+    """The elements' textContent, as the observer records it: WebDriver's rendered
+    text (`.text`) normalises whitespace and drops invisible characters, so a
+    sampled answer could differ from its own last streamed state."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent)",
+        selector,
+    )
+
+
 def main():
     url, message = sys.argv[1], sys.argv[2]
     chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
@@ -53,9 +63,9 @@ def main():
 
         WebDriverWait(driver, 120).until(done)
         out = {
-            "user": [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".msg.user")],
-            "answer": [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")],
-            "errors": [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".msg.error")],
+            "user": texts(driver, ".msg.user"),
+            "answer": texts(driver, ".msg.assistant"),
+            "errors": texts(driver, ".msg.error"),
             "seen": driver.execute_script("return window.__seen"),
             "console": [
                 e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "WARNING")
