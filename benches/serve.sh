@@ -6,6 +6,7 @@
 #     --ctx 4096: llama-server splits its context evenly, and a 512-token prompt
 #     needs more than 2048 / 4 per slot there);
 #   - the server's peak RSS (VmHWM) with -np 4 --ctx 2048, after 4 streams of 64.
+# ROUNDS (default 2) rounds of all of it, each phiq then llama-server, reported apart.
 # With LLAMA_SERVER (llama.cpp's llama-server, built from source outside this repo),
 # the same load against it on the same file, run right after phiq's, and the ratios.
 # THREADS (default 2) threads each. Prints a Markdown table.
@@ -70,15 +71,20 @@ measure() {
     mv "$work/rss" "$work/$tool-rss"
 }
 
-measure phiq "$phiq serve -m $model --port $port -t $threads" --ctx
-if [ -n "$llama" ]; then
-    measure llama "$llama -m $model --port $port -t $threads --no-warmup" -c
-fi
+# ROUNDS rounds (default 2), each phiq then llama-server: every ratio is taken
+# within one round, the two servers minutes apart, and the rounds are reported
+# apart (this host's speed drifts between runs by up to 2x).
+rounds=${ROUNDS:-2}
+for round in $(seq "$rounds"); do
+    measure "phiq-r$round" "$phiq serve -m $model --port $port -t $threads" --ctx
+    if [ -n "$llama" ]; then
+        measure "llama-r$round" "$llama -m $model --port $port -t $threads --no-warmup" -c
+    fi
+done
 
-python3 - "$work" "$llama" <<'PY'
+python3 - "$work" "$llama" "$rounds" <<'PY'
 import json, statistics, sys
-work, llama = sys.argv[1], sys.argv[2]
-tools = ["phiq"] + (["llama"] if llama else [])
+work, llama, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def streams(tool, n):
     return json.load(open(f"{work}/{tool}-streams-{n}.json"))["tok_per_s"]
 def ttfts(tool):
@@ -87,21 +93,34 @@ def ttft(tool):
     return statistics.median(ttfts(tool))
 def rss(tool):
     return int(open(f"{work}/{tool}-rss").read()) / 1024
-print("| streams | phiq tok/s | x 1 stream |" + (" llama-server tok/s | phiq / llama |" if llama else ""))
-print("|---|---|---|" + ("---|---|" if llama else ""))
-for n in (1, 2, 4, 8):
-    p = streams("phiq", n)
-    row = f"| {n} | {p:.2f} | {p / streams('phiq', 1):.2f} |"
+summary = {"x1": [], "vs_llama": [], "ttft": []}
+for r in range(1, rounds + 1):
+    p_, l_ = f"phiq-r{r}", f"llama-r{r}"
+    print(f"\nround {r}\n")
+    print("| streams | phiq tok/s | x 1 stream |" + (" llama-server tok/s | phiq / llama |" if llama else ""))
+    print("|---|---|---|" + ("---|---|" if llama else ""))
+    for n in (1, 2, 4, 8):
+        p = streams(p_, n)
+        row = f"| {n} | {p:.2f} | {p / streams(p_, 1):.2f} |"
+        if llama:
+            l = streams(l_, n)
+            row += f" {l:.2f} | {p / l:.2f} |"
+        print(row)
+    summary["x1"].append(streams(p_, 4) / streams(p_, 1))
+    line = f"\nmedian time to first token, 512-token prompt, 3 streams generating: phiq {ttft(p_):.2f} s ({', '.join(f'{t:.2f}' for t in ttfts(p_))})"
     if llama:
-        l = streams("llama", n)
-        row += f" {l:.2f} | {p / l:.2f} |"
-    print(row)
-line = f"\nmedian time to first token, 512-token prompt, 3 streams generating: phiq {ttft('phiq'):.2f} s ({', '.join(f'{t:.2f}' for t in ttfts('phiq'))})"
+        summary["vs_llama"].append(streams(p_, 4) / streams(l_, 4))
+        summary["ttft"].append(ttft(p_) / ttft(l_))
+        line += f", llama-server {ttft(l_):.2f} s ({', '.join(f'{t:.2f}' for t in ttfts(l_))}; ratio {ttft(p_) / ttft(l_):.2f})"
+    print(line)
+    line = f"peak RSS, -np 4 --ctx 2048: phiq {rss(p_):.0f} MiB"
+    if llama:
+        line += f", llama-server {rss(l_):.0f} MiB"
+    print(line)
+fmt = lambda v: ", ".join(f"{x:.2f}" for x in v)
+print(f"\nper round: 4 streams / 1 stream {fmt(summary['x1'])}", end="")
 if llama:
-    line += f", llama-server {ttft('llama'):.2f} s ({', '.join(f'{t:.2f}' for t in ttfts('llama'))}; ratio {ttft('phiq') / ttft('llama'):.2f})"
-print(line)
-line = f"peak RSS, -np 4 --ctx 2048: phiq {rss('phiq'):.0f} MiB"
-if llama:
-    line += f", llama-server {rss('llama'):.0f} MiB"
-print(line)
+    print(f"; 4 streams phiq / llama {fmt(summary['vs_llama'])}; TTFT phiq / llama {fmt(summary['ttft'])}")
+else:
+    print()
 PY

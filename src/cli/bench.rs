@@ -25,12 +25,58 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     reps: usize,
+    /// Also run the generation test with N sessions decoded together, one token of
+    /// each per forward pass, as `phiq serve` batches its slots (llama-batched-bench's
+    /// `-npl`): a comma-separated list; reported as aggregate tok/s and as a ratio to
+    /// one stream measured in the same repetitions.
+    #[arg(long = "parallel", value_delimiter = ',', value_name = "N,...")]
+    parallel: Vec<usize>,
     /// Also measure read bandwidth (1 GiB, all threads) and report the generation bound.
     #[arg(long)]
     bandwidth: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The `--parallel` tests: every repetition runs one stream, then each count, so a
+/// ratio's two figures share the host's state of the moment.
+fn parallel(
+    model: &Model,
+    args: &BenchArgs,
+    results: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let mut runs = vec![Vec::new(); args.parallel.len()];
+    let mut ratios = vec![Vec::new(); args.parallel.len()];
+    for _ in 0..args.reps {
+        let one = tg_parallel(model, args, 1)?;
+        for (i, &n) in args.parallel.iter().enumerate() {
+            let r = if n == 1 {
+                one
+            } else {
+                tg_parallel(model, args, n)?
+            };
+            runs[i].push(r);
+            ratios[i].push(r / one);
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, &n) in args.parallel.iter().enumerate() {
+        let (mean, std) = stats(&runs[i]);
+        let (ratio, ratio_std) = stats(&ratios[i]);
+        if !args.json {
+            println!(
+                "tg{:<4} x{n:<3} {mean:9.2} ± {std:6.2} tok/s in all  {ratio:5.2} ± {ratio_std:4.2} x one stream",
+                args.n_gen
+            );
+        }
+        rows.push(
+            json!({"streams": n, "tok_s": mean, "std": std, "runs": runs[i],
+            "vs_one_stream": ratio, "vs_one_stream_std": ratio_std}),
+        );
+    }
+    results.insert("parallel".into(), json!(rows));
+    Ok(())
 }
 
 /// Mean and sample standard deviation.
@@ -76,6 +122,21 @@ fn tg(model: &Model, args: &BenchArgs) -> Result<f64> {
         s.eval(&[tok], Logits::Last)?;
     }
     Ok(args.n_gen as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Aggregate tok/s of `n` sessions generating `--n-gen` tokens each, all decoded
+/// together in one forward pass per step.
+fn tg_parallel(model: &Model, args: &BenchArgs, n: usize) -> Result<f64> {
+    let toks = tokens(args.n_gen * n, 3);
+    let mut sessions = (0..n)
+        .map(|_| model.session(args.n_gen, args.model.kv_type))
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = Instant::now();
+    for step in toks.chunks_exact(n) {
+        let mut refs: Vec<&mut _> = sessions.iter_mut().collect();
+        model.decode_batch(&mut refs, step)?;
+    }
+    Ok((args.n_gen * n) as f64 / t.elapsed().as_secs_f64())
 }
 
 /// STREAM-style read bandwidth in GB/s over 1 GiB, best of five: each thread streams
@@ -162,6 +223,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.insert(format!("{name}_std"), json!(std));
         results.insert(format!("{name}_n"), json!(n));
         results.insert(format!("{name}_runs"), json!(runs));
+    }
+    if !args.parallel.is_empty() {
+        if args.n_gen == 0 || args.parallel.contains(&0) {
+            bail!("--parallel needs --n-gen > 0 and stream counts of at least 1");
+        }
+        parallel(model, args, &mut results)?;
     }
     let bpt = bytes_per_token(model);
     results.insert("weight_bytes_per_token".into(), json!(bpt));
