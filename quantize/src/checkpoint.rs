@@ -148,7 +148,7 @@ impl Checkpoint {
     }
 }
 
-fn map_file(path: &Path) -> Result<Mmap> {
+pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     let io = |source| ConvertError::Io {
         path: path.to_path_buf(),
         error: source,
@@ -223,7 +223,11 @@ fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn read_shard(path: &Path, map: &[u8], shard: usize) -> Result<Vec<(String, SourceTensor)>> {
+pub(crate) fn read_shard(
+    path: &Path,
+    map: &[u8],
+    shard: usize,
+) -> Result<Vec<(String, SourceTensor)>> {
     let bad = |why: String| ConvertError::Safetensors {
         path: path.to_path_buf(),
         why,

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::config::Phi2Config;
 use crate::error::{ConvertError, Result};
+use crate::lora::{Lora, TensorMerge};
 use crate::names::{Role, TensorId};
 use crate::policy::FileType;
 use crate::vocab::Vocab;
@@ -90,6 +91,9 @@ impl PlannedTensor {
 pub struct Plan {
     pub metadata: Vec<(String, MetaValue)>,
     pub tensors: Vec<PlannedTensor>,
+    /// Rows of the query and of the key (= value) projection: where each sits in a
+    /// fused QKV.
+    pub qkv_rows: (usize, usize),
 }
 
 impl Plan {
@@ -169,7 +173,11 @@ fn plan_hf(ck: &Checkpoint, ft: FileType, name: Option<&str>) -> Result<Plan> {
     let default_name = ck.dir.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut metadata = hf_metadata(cfg, ft, name.map(str::to_string).or(default_name));
     metadata.extend(vocab.metadata());
-    Ok(Plan { metadata, tensors })
+    Ok(Plan {
+        metadata,
+        tensors,
+        qkv_rows: (shapes.q_rows, shapes.kv_rows),
+    })
 }
 
 /// Maps every tensor of the checkpoint to its role; anything not Phi-2 is an error.
@@ -368,7 +376,16 @@ fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>) -> Result<Plan> {
     }
     metadata.push(("general.file_type".into(), MetaValue::U32(ft.file_type)));
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
-    Ok(Plan { metadata, tensors })
+    let n_embd = g.get_uint("phi2.embedding_length")? as usize;
+    let heads = g.get_uint("phi2.attention.head_count")?.max(1) as usize;
+    let kv_heads = g
+        .get_uint("phi2.attention.head_count_kv")
+        .map_or(heads, |v| v as usize);
+    Ok(Plan {
+        metadata,
+        tensors,
+        qkv_rows: (n_embd, n_embd / heads * kv_heads),
+    })
 }
 
 /// Progress callbacks, so that the command can draw a bar and tests stay quiet.
@@ -397,8 +414,15 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// Writes the plan's GGUF to `out`, streaming one tensor at a time.
-pub fn convert(input: &Input, plan: &Plan, out: &Path, progress: &dyn Progress) -> Result<Report> {
+/// Writes the plan's GGUF to `out`, streaming one tensor at a time, with `lora`'s
+/// adapters merged into the weights they change.
+pub fn convert(
+    input: &Input,
+    plan: &Plan,
+    lora: &Lora,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<Report> {
     let start = Instant::now();
     let specs = plan
         .tensors
@@ -413,7 +437,8 @@ pub fn convert(input: &Input, plan: &Plan, out: &Path, progress: &dyn Progress) 
         if let (Input::HuggingFace(ck), Some(next)) = (input, plan.tensors.get(i + 1)) {
             ck.prefetch(&ck.tensors[&next.source]);
         }
-        reports.push(convert_tensor(input, t, &mut writer, progress)?);
+        let merge = lora.for_tensor(t)?;
+        reports.push(convert_tensor(input, t, &merge, &mut writer, progress)?);
     }
     let output = writer.finish()?;
     Ok(Report {
@@ -426,6 +451,7 @@ pub fn convert(input: &Input, plan: &Plan, out: &Path, progress: &dyn Progress) 
 fn convert_tensor(
     input: &Input,
     t: &PlannedTensor,
+    merge: &TensorMerge,
     w: &mut GgufWriter,
     progress: &dyn Progress,
 ) -> Result<TensorReport> {
@@ -442,6 +468,7 @@ fn convert_tensor(
         x.resize(rows * row_len, 0.0);
         q.resize(rows * row_bytes, 0);
         read_rows(input, t, row0, &mut x)?;
+        merge.apply(row0, &mut x);
         let (e, s) = quantize_rows(t, row0, &x, &mut q)?;
         err2 += e;
         sum2 += s;

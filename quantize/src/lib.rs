@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod lora;
 pub mod names;
 pub mod policy;
 pub mod vocab;

@@ -11,6 +11,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use phiq::quant::GgmlType;
 use phiq_quantize::convert::{PlannedTensor, TensorReport};
+use phiq_quantize::lora::{AdapterSpec, Lora};
 use phiq_quantize::{FILE_TYPES, FileType, Input, Plan, Progress, Report, convert};
 
 #[derive(Parser)]
@@ -40,6 +41,14 @@ struct Args {
     /// The model's name in the file (`general.name`; default: the input folder's name).
     #[arg(long)]
     name: Option<String>,
+    /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)
+    /// to merge into the weights before quantizing; repeat to stack adapters, in order.
+    #[arg(long, value_name = "ADAPTER_DIR")]
+    lora: Vec<PathBuf>,
+    /// Strength of the adapters (1 = as trained): once for all of them, or once per
+    /// --lora, in the same order.
+    #[arg(long, value_name = "S")]
+    lora_scale: Vec<f32>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -94,11 +103,60 @@ fn run() -> Result<()> {
     }
     let input = Input::open(&args.input)?;
     let plan = Plan::new(&input, args.file_type, args.name.as_deref())?;
+    let (lora, adapters) = Lora::open(&adapter_specs(&args)?, &plan)?;
+    for a in &adapters {
+        for w in &a.warnings {
+            eprintln!("phiq-quantize: warning: {}: {w}", a.dir.display());
+        }
+    }
     let bar = Bar::new(&plan, args.quiet);
-    let report = convert(&input, &plan, &args.output, &bar)?;
+    let report = convert(&input, &plan, &lora, &args.output, &bar)?;
     bar.0.finish_and_clear();
+    for a in &adapters {
+        let ranks: Vec<String> = a.ranks.iter().map(usize::to_string).collect();
+        eprintln!(
+            "merged {} (base {}): {} modules of rank {}{}",
+            a.dir.display(),
+            a.base_model.as_deref().unwrap_or("not named"),
+            a.modules,
+            ranks.join("/"),
+            if a.replaced > 0 {
+                format!(", {} tensors replaced (modules_to_save)", a.replaced)
+            } else {
+                String::new()
+            }
+        );
+    }
     print_summary(&input, &args, &report);
     Ok(())
+}
+
+/// The --lora folders with their --lora-scale.
+fn adapter_specs(args: &Args) -> Result<Vec<AdapterSpec>> {
+    let scales = match args.lora_scale.len() {
+        0 => vec![1.0; args.lora.len()],
+        1 => vec![args.lora_scale[0]; args.lora.len()],
+        n if n == args.lora.len() => args.lora_scale.clone(),
+        n => bail!(
+            "{n} --lora-scale values for {} --lora adapters: give one for all, or one per adapter",
+            args.lora.len()
+        ),
+    };
+    if args.lora.is_empty() && !args.lora_scale.is_empty() {
+        bail!("--lora-scale without --lora");
+    }
+    if let Some(s) = scales.iter().find(|s| !s.is_finite()) {
+        bail!("--lora-scale {s} is not a finite number");
+    }
+    Ok(args
+        .lora
+        .iter()
+        .zip(scales)
+        .map(|(dir, scale)| AdapterSpec {
+            dir: dir.clone(),
+            scale,
+        })
+        .collect())
 }
 
 /// The progress bar: elements converted, with the current tensor's name.

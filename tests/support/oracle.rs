@@ -8,8 +8,14 @@ use phiq_quantize::convert::NoProgress;
 use phiq_quantize::{FileType, Input, Plan, convert};
 use serde_json::Value;
 
+/// The dev reference, from either crate's tests (found above the manifest folder).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle/dev")
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = manifest
+        .ancestors()
+        .find(|d| d.join("tests/fixtures/oracle").is_dir())
+        .unwrap_or(&manifest);
+    dir.join("tests/fixtures/oracle/dev")
 }
 
 pub fn checkpoint() -> PathBuf {
@@ -46,7 +52,14 @@ pub fn checkpoint_with_template(dir: &Path, template: &str, jinja_file: bool) ->
 pub fn gguf_from(input: &Path, ty: &str, out: &Path) -> PathBuf {
     let input = Input::open(input).unwrap();
     let plan = Plan::new(&input, FileType::by_name(ty).unwrap(), Some("oracle")).unwrap();
-    convert(&input, &plan, out, &NoProgress).unwrap();
+    convert(
+        &input,
+        &plan,
+        &phiq_quantize::lora::Lora::none(),
+        out,
+        &NoProgress,
+    )
+    .unwrap();
     out.to_path_buf()
 }
 
