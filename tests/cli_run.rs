@@ -410,3 +410,40 @@ fn chat_uses_the_models_template() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `phiq bench --parallel`: one figure per stream count, each with its ratio to one
+/// stream from the same repetitions (1.0 for one stream itself); counts of 0 and a
+/// run without generation are refused.
+#[test]
+fn bench_reports_parallel_streams() {
+    let m = model().to_str().unwrap();
+    let v = ok_json(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "--parallel",
+        "1,3",
+        "--json",
+    ]);
+    let rows = v["parallel"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(rows[0]["streams"], 1);
+    assert_eq!(rows[0]["vs_one_stream"].as_f64(), Some(1.0), "{v}");
+    assert_eq!(rows[1]["streams"], 3);
+    for r in rows {
+        assert!(r["tok_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert_eq!(r["runs"].as_array().unwrap().len(), 2, "{v}");
+    }
+    assert!(v["pp_tok_s"].as_f64().unwrap() > 0.0 && v["tg_tok_s"].as_f64().unwrap() > 0.0);
+    fails_with(&["bench", "-m", m, "--parallel", "0,2"], "--parallel");
+    fails_with(
+        &["bench", "-m", m, "-n", "0", "--parallel", "2"],
+        "--parallel",
+    );
+}

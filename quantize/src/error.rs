@@ -44,6 +44,8 @@ pub enum ConvertError {
     Tokenizer { path: PathBuf, why: String },
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Kernels(#[from] phiq::kernels::KernelError),
     #[error("tensor {tensor:?}: {source}")]
     Quant {
         tensor: String,

@@ -108,26 +108,30 @@ def dims(base):
     return get("num_hidden_layers", "n_layer"), get("hidden_size", "n_embd"), heads, kv
 
 
-def shape_of(tensors, base, module):
-    """[out, in] of a module, also when the base has the other qkv layout."""
-    if module + ".weight" in tensors:
-        return tensors[module + ".weight"].shape
+def shape_of(base, module):
+    """[out, in] of a module, from config.json (the weights are not read: a full-size
+    base is 5.6 GB)."""
+    c = json.loads((pathlib.Path(base) / "config.json").read_text())
     _, d, heads, kv = dims(base)
+    ffn = c.get("intermediate_size") or c.get("n_inner") or 4 * d
     kv_rows = d // heads * kv
-    if module.endswith("Wqkv"):
-        return (d + 2 * kv_rows, d)
-    if module.endswith(("q_proj", "k_proj", "v_proj")):
-        return (d if module.endswith("q_proj") else kv_rows, d)
-    raise SystemExit(f"the base has no {module}")
+    leaf = module.rsplit(".", 1)[-1]
+    shapes = {
+        "Wqkv": (d + 2 * kv_rows, d), "q_proj": (d, d), "k_proj": (kv_rows, d),
+        "v_proj": (kv_rows, d), "dense": (d, d), "out_proj": (d, d),
+        "fc1": (ffn, d), "fc2": (d, ffn), "lm_head": (c["vocab_size"], d),
+        "linear": (c["vocab_size"], d), "embed_tokens": (c["vocab_size"], d),
+        "wte": (c["vocab_size"], d),
+    }
+    return shapes[leaf]
 
 
 def make(base, out, spec):
-    tensors = base_tensors(base)
     rng = np.random.default_rng(spec["seed"])
     r = spec["r"]
     adapter = {}
     for m in module_names(spec, dims(base)[0]):
-        n_out, n_in = shape_of(tensors, base, m)
+        n_out, n_in = shape_of(base, m)
         p = "base_model.model." + m
         if m.endswith(("embed_tokens", "wte")):
             adapter[p + ".lora_embedding_A"] = rng.standard_normal((r, n_out)) * 0.2
@@ -138,6 +142,7 @@ def make(base, out, spec):
         if spec.get("bias"):
             adapter[p + ".lora_B.bias"] = rng.standard_normal(n_out) * 0.2
     saved = []
+    tensors = base_tensors(base) if spec.get("save") else {}
     for m in spec.get("save", []):
         for name in [n for n in tensors if n.rsplit(".", 1)[0].endswith(m)]:
             adapter["base_model.model." + name] = rng.standard_normal(tensors[name].shape) * 0.2

@@ -255,8 +255,14 @@ mod tests {
             (r#"{"peft_type": "IA3", "r": 4}"#, "peft_type"),
             (r#"{"lora_alpha": 4}"#, "\"r\""),
             (r#"{"r": 0}"#, "\"r\""),
-            (r#"{"r": 4, "target_modules": ".*proj"}"#, "regular expression"),
-            (r#"{"r": 4, "rank_pattern": {"^model.*": 2}}"#, "regular expression"),
+            (
+                r#"{"r": 4, "target_modules": ".*proj"}"#,
+                "regular expression",
+            ),
+            (
+                r#"{"r": 4, "rank_pattern": {"^model.*": 2}}"#,
+                "regular expression",
+            ),
             (r#"{"r": 4, "rank_pattern": {"fc1": 1.5}}"#, "not a rank"),
             ("{not json", "adapter_config.json"),
         ] {
