@@ -62,6 +62,8 @@ pub enum QuantError {
     NonFinite { index: usize, value: f32 },
     #[error("value {value} at element {index} overflows F16")]
     F16Overflow { index: usize, value: f32 },
+    #[error("{got} importance weights for a row of {n} elements")]
+    WeightsLength { n: usize, got: usize },
 }
 
 /// Whether [`quantize_row`] supports `ty`.
@@ -113,23 +115,49 @@ pub fn check_finite(x: &[f32]) -> Result<(), QuantError> {
 
 /// Quantizes one row `x` of type-`ty` elements into `out` with ggml's reference algorithm.
 pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    quantize_row_weighted(ty, x, None, out)
+}
+
+/// Quantizes one row as `llama-quantize` does: with importance weights `qw` (one per
+/// element: an importance matrix's column means), ggml's weighted `quantize_row_*_impl`
+/// for the types that have one; without, the reference algorithm. Q8_0, floats and the
+/// activation types ignore the weights, as in ggml.
+pub fn quantize_row_weighted(
+    ty: GgmlType,
+    x: &[f32],
+    qw: Option<&[f32]>,
+    out: &mut [u8],
+) -> Result<(), QuantError> {
     use GgmlType::*;
     check_len(ty, x.len(), out.len())?;
     check_finite(x)?;
-    match ty {
-        F32 => quantize_row_f32(x, out),
-        F16 => quantize_row_f16(x, out)?,
-        BF16 => quantize_row_bf16(x, out),
-        Q4_0 => with_blocks_mut(out, |b| quantize_row_q4_0_ref(x, b)),
-        Q4_1 => with_blocks_mut(out, |b| quantize_row_q4_1_ref(x, b)),
-        Q5_0 => with_blocks_mut(out, |b| quantize_row_q5_0_ref(x, b)),
-        Q5_1 => with_blocks_mut(out, |b| quantize_row_q5_1_ref(x, b)),
-        Q8_0 => with_blocks_mut(out, |b| quantize_row_q8_0_ref(x, b)),
-        Q8_1 => with_blocks_mut(out, |b| quantize_row_q8_1_ref(x, b)),
-        Q4_K => with_blocks_mut(out, |b| quantize_row_q4_k_ref(x, b)),
-        Q5_K => with_blocks_mut(out, |b| quantize_row_q5_k_ref(x, b)),
-        Q6_K => with_blocks_mut(out, |b| quantize_row_q6_k_ref(x, b)),
-        Q8_K => with_blocks_mut(out, |b| quantize_row_q8_k_ref(x, b)),
+    if let Some(w) = qw.filter(|w| w.len() != x.len()) {
+        return Err(QuantError::WeightsLength {
+            n: x.len(),
+            got: w.len(),
+        });
+    }
+    match (ty, qw) {
+        (F32, _) => quantize_row_f32(x, out),
+        (F16, _) => quantize_row_f16(x, out)?,
+        (BF16, _) => quantize_row_bf16(x, out),
+        (Q4_0, None) => with_blocks_mut(out, |b| quantize_row_q4_0_ref(x, b)),
+        (Q4_0, Some(w)) => with_blocks_mut(out, |b| quantize_row_q4_0_weighted(x, w, b)),
+        (Q4_1, None) => with_blocks_mut(out, |b| quantize_row_q4_1_ref(x, b)),
+        (Q4_1, Some(w)) => with_blocks_mut(out, |b| quantize_row_q4_1_weighted(x, w, b)),
+        (Q5_0, None) => with_blocks_mut(out, |b| quantize_row_q5_0_ref(x, b)),
+        (Q5_0, Some(w)) => with_blocks_mut(out, |b| quantize_row_q5_0_weighted(x, w, b)),
+        (Q5_1, None) => with_blocks_mut(out, |b| quantize_row_q5_1_ref(x, b)),
+        (Q5_1, Some(w)) => with_blocks_mut(out, |b| quantize_row_q5_1_weighted(x, w, b)),
+        (Q8_0, _) => with_blocks_mut(out, |b| quantize_row_q8_0_ref(x, b)),
+        (Q8_1, _) => with_blocks_mut(out, |b| quantize_row_q8_1_ref(x, b)),
+        (Q4_K, None) => with_blocks_mut(out, |b| quantize_row_q4_k_ref(x, b)),
+        (Q4_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q4_k_weighted(x, w, b)),
+        (Q5_K, None) => with_blocks_mut(out, |b| quantize_row_q5_k_ref(x, b)),
+        (Q5_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q5_k_weighted(x, w, b)),
+        (Q6_K, None) => with_blocks_mut(out, |b| quantize_row_q6_k_ref(x, b)),
+        (Q6_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q6_k_weighted(x, w, b)),
+        (Q8_K, _) => with_blocks_mut(out, |b| quantize_row_q8_k_ref(x, b)),
         _ => return Err(QuantError::QuantizeUnsupported(ty)),
     }
     Ok(())
@@ -228,3 +256,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod weighted_tests;

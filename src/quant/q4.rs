@@ -14,6 +14,9 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use super::float::c_float_to_int;
+use super::k_quants::{
+    importance_weights, make_qkx2_quants, make_qx_quants, sum_squares, weighted_search,
+};
 use super::{QK4_0, QK4_1};
 
 /// ggml's `block_q4_0`. Element j is the low nibble of `qs[j]`, element j + 16 the high one.
@@ -120,6 +123,48 @@ fn quantize_block_q4_1(x: &[f32]) -> BlockQ4_1 {
         d: f16::from_f32(d),
         m: f16::from_f32(min),
         qs,
+    }
+}
+
+/// ggml's `σ²` of the importance-weighted legacy quantizers: the row's mean square.
+pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
+    sum_squares(x) / x.len() as f32
+}
+
+/// ggml's `quantize_row_q4_0_impl`: per block the weighted symmetric fit of
+/// `make_qx_quants` under `qw · sqrt(σ² + x²)`, `qw` the row's importance (one per
+/// element). Panics unless `x` fills `y` and `qw` matches `x`.
+pub fn quantize_row_q4_0_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ4_0]) {
+    assert_eq!(x.len(), y.len() * QK4_0, "row length");
+    assert_eq!(qw.len(), x.len(), "weights length");
+    let sigma2 = row_sigma2(x);
+    for ((xb, qb), yb) in x.chunks_exact(QK4_0).zip(qw.chunks_exact(QK4_0)).zip(y) {
+        let w: [f32; QK4_0] = importance_weights(xb, qb, sigma2);
+        let mut l = [0i8; QK4_0];
+        let d = make_qx_quants(8, xb, &mut l, Some(&w));
+        yb.d = f16::from_f32(d);
+        for (j, q) in yb.qs.iter_mut().enumerate() {
+            *q = l[j] as u8 | ((l[j + 16] as u8) << 4);
+        }
+    }
+}
+
+/// ggml's `quantize_row_q4_1_impl`: per block the weighted scale-and-minimum fit of
+/// `make_qkx3_quants` under `qw · sqrt(σ² + x²)`. Panics unless `x` fills `y` and
+/// `qw` matches `x`.
+pub fn quantize_row_q4_1_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ4_1]) {
+    assert_eq!(x.len(), y.len() * QK4_1, "row length");
+    assert_eq!(qw.len(), x.len(), "weights length");
+    let sigma2 = row_sigma2(x);
+    for ((xb, qb), yb) in x.chunks_exact(QK4_1).zip(qw.chunks_exact(QK4_1)).zip(y) {
+        let w: [f32; QK4_1] = importance_weights(xb, qb, sigma2);
+        let mut l = [0u8; QK4_1];
+        let (d, the_min) = make_qkx2_quants(xb, &w, &mut l, &weighted_search(15));
+        yb.d = f16::from_f32(d);
+        yb.m = f16::from_f32(-the_min);
+        for (j, q) in yb.qs.iter_mut().enumerate() {
+            *q = l[j] | (l[j + 16] << 4);
+        }
     }
 }
 

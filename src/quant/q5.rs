@@ -5,7 +5,8 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use super::float::c_float_to_int;
-use super::q4::{inverse_or_zero, min_max, signed_absmax};
+use super::k_quants::{importance_weights, make_qkx2_quants, make_qx_quants, weighted_search};
+use super::q4::{inverse_or_zero, min_max, row_sigma2, signed_absmax};
 use super::{QK5_0, QK5_1};
 
 /// ggml's `block_q5_0`. `qh` is a little-endian u32 kept as bytes, as ggml does, so the
@@ -96,6 +97,45 @@ fn quantize_block_q5_1(x: &[f32]) -> BlockQ5_1 {
         m: f16::from_f32(min),
         qh,
         qs,
+    }
+}
+
+/// ggml's `quantize_row_q5_0_impl`: Q4_0's weighted fit with 32 levels. Panics unless
+/// `x` fills `y` and `qw` matches `x`.
+pub fn quantize_row_q5_0_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ5_0]) {
+    assert_eq!(x.len(), y.len() * QK5_0, "row length");
+    assert_eq!(qw.len(), x.len(), "weights length");
+    let sigma2 = row_sigma2(x);
+    for ((xb, qb), yb) in x.chunks_exact(QK5_0).zip(qw.chunks_exact(QK5_0)).zip(y) {
+        let w: [f32; QK5_0] = importance_weights(xb, qb, sigma2);
+        let mut l = [0i8; QK5_0];
+        let d = make_qx_quants(16, xb, &mut l, Some(&w));
+        let (qh, qs) = pack5(&l.map(|v| v as u8));
+        *yb = BlockQ5_0 {
+            d: f16::from_f32(d),
+            qh,
+            qs,
+        };
+    }
+}
+
+/// ggml's `quantize_row_q5_1_impl`: Q4_1's weighted fit with 32 levels. Panics unless
+/// `x` fills `y` and `qw` matches `x`.
+pub fn quantize_row_q5_1_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ5_1]) {
+    assert_eq!(x.len(), y.len() * QK5_1, "row length");
+    assert_eq!(qw.len(), x.len(), "weights length");
+    let sigma2 = row_sigma2(x);
+    for ((xb, qb), yb) in x.chunks_exact(QK5_1).zip(qw.chunks_exact(QK5_1)).zip(y) {
+        let w: [f32; QK5_1] = importance_weights(xb, qb, sigma2);
+        let mut l = [0u8; QK5_1];
+        let (d, the_min) = make_qkx2_quants(xb, &w, &mut l, &weighted_search(31));
+        let (qh, qs) = pack5(&l);
+        *yb = BlockQ5_1 {
+            d: f16::from_f32(d),
+            m: f16::from_f32(-the_min),
+            qh,
+            qs,
+        };
     }
 }
 

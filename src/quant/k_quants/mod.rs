@@ -44,7 +44,7 @@ fn ggml_nearest_int(x: f32) -> i32 {
 
 /// Search grid of ggml's `make_qkx2_quants` for one K-quant type (`use_mad` is false
 /// for every type phiq writes, so only squared error is implemented).
-struct Qkx2Params {
+pub(crate) struct Qkx2Params {
     nmax: u8,
     rmin: f32,
     rdelta: f32,
@@ -55,7 +55,7 @@ struct Qkx2Params {
 /// `0..=nmax`, minimising the `w`-weighted squared error over a grid of candidate
 /// inverse scales. Writes the levels to `l`; returns `(scale, min_out)` with
 /// `min_out >= 0` the amount subtracted (ggml's `the_min`).
-fn make_qkx2_quants(x: &[f32], w: &[f32], l: &mut [u8], p: &Qkx2Params) -> (f32, f32) {
+pub(crate) fn make_qkx2_quants(x: &[f32], w: &[f32], l: &mut [u8], p: &Qkx2Params) -> (f32, f32) {
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = w[0];
@@ -159,10 +159,11 @@ fn weighted_sq_error(x: &[f32], w: &[f32], l: &[u8], scale: f32, min: f32) -> f3
     err
 }
 
-/// ggml's `make_qx_quants` with `rmse_type == 1` and no importance weights (the only
-/// use phiq has: Q6_K): symmetric levels `-nmax..nmax-1`, weights `x²`, then a search
-/// over 18 nearby inverse scales. Writes `level + nmax` to `l`; returns the scale.
-fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+/// ggml's `make_qx_quants` with `rmse_type == 1`: symmetric levels `-nmax..nmax-1`,
+/// then a search over 18 nearby inverse scales for the best weighted fit. The weights
+/// are `qw` (importance, as `quantize_row_*_impl` passes them) or else `x²`. Writes
+/// `level + nmax` to `l`; returns the scale.
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &xi in x {
@@ -180,13 +181,13 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
     for (li, &xi) in l.iter_mut().zip(x) {
         *li = (symmetric_level(iscale, xi, nmax) + nmax) as i8;
     }
-    let (sumlx, suml2) = x_squared_sums(x, iscale, nmax);
+    let (sumlx, suml2) = weighted_level_sums(x, qw, iscale, nmax);
     // C tests the float itself (`suml2 ? ...`), so NaN takes the division branch.
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
     for is in (-9..=9).filter(|&is| is != 0) {
         let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        let (sumlx, suml2) = x_squared_sums(x, iscale, nmax);
+        let (sumlx, suml2) = weighted_level_sums(x, qw, iscale, nmax);
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (li, &xi) in l.iter_mut().zip(x) {
                 *li = (symmetric_level(iscale, xi, nmax) + nmax) as i8;
@@ -203,16 +204,118 @@ fn symmetric_level(iscale: f32, x: f32, nmax: i32) -> i32 {
     ggml_nearest_int(iscale * x).clamp(-nmax, nmax - 1)
 }
 
-/// `(Σ w·x·l, Σ w·l²)` with `w = x²`, accumulated in ggml's order.
-fn x_squared_sums(x: &[f32], iscale: f32, nmax: i32) -> (f32, f32) {
+/// `(Σ w·x·l, Σ w·l²)` with `w = qw` or `x²`, accumulated in ggml's order.
+fn weighted_level_sums(x: &[f32], qw: Option<&[f32]>, iscale: f32, nmax: i32) -> (f32, f32) {
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for &xi in x {
+    for (i, &xi) in x.iter().enumerate() {
         let lf = symmetric_level(iscale, xi, nmax) as f32;
-        let w = xi * xi;
+        let w = qw.map_or(xi * xi, |q| q[i]);
         sumlx += w * xi * lf;
         suml2 += w * lf * lf;
     }
     (sumlx, suml2)
+}
+
+/// ggml's `make_qp_quants`: non-negative levels `0..=nmax` for non-negative `x` (the
+/// sub-block scales or mins of a super-block) under one scale, minimising the
+/// `qw`-weighted squared error: a coarse search over inverse scales, then up to five
+/// rounds of moving single levels while the fit improves. Returns the scale.
+fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &xi in x {
+        max = if max > xi { max } else { xi };
+    }
+    if max < GROUP_MAX_EPS {
+        l.fill(0);
+        return 0.0;
+    }
+    let level = |iscale: f32, xi: f32| ggml_nearest_int(iscale * xi).min(nmax);
+    let mse = |iscale: f32, clamp: bool| {
+        let scale = 1.0 / iscale;
+        let mut mse = 0.0f32;
+        for (&xi, &w) in x.iter().zip(qw) {
+            // The first candidate's levels are stored as u8 before any clamp, as in C.
+            let li = if clamp {
+                level(iscale, xi)
+            } else {
+                i32::from(ggml_nearest_int(iscale * xi) as u8)
+            };
+            let diff = xi - scale * li as f32;
+            mse += w * diff * diff;
+        }
+        mse
+    };
+    let mut iscale = nmax as f32 / max;
+    let mut best_mse = mse(iscale, false);
+    for is in (-4..=4).filter(|&is| is != 0) {
+        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
+        let m = mse(iscale_is, true);
+        if m < best_mse {
+            best_mse = m;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for ((li, &xi), &w) in l.iter_mut().zip(x).zip(qw) {
+        // The sums take the level before C's store into a u8 truncates it.
+        let lv = level(iscale, xi);
+        *li = lv as u8;
+        let lf = lv as f32;
+        sumlx += w * xi * lf;
+        suml2 += w * lf * lf;
+    }
+    for _ in 0..5 {
+        let mut changed = false;
+        for ((li, &xi), &w) in l.iter_mut().zip(x).zip(qw) {
+            let lf = f32::from(*li);
+            let mut slx = sumlx - w * xi * lf;
+            let mut sl2 = suml2 - w * lf * lf;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = ggml_nearest_int(xi * sl2 / slx).min(nmax);
+                if new_l != i32::from(*li) {
+                    let nf = new_l as f32;
+                    slx += w * xi * nf;
+                    sl2 += w * nf * nf;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *li = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
+}
+
+/// The grid `quantize_row_*_impl` searches with importance weights (ggml's
+/// `make_qkx3_quants`, which equals `make_qkx2_quants` with squared error).
+pub(crate) const fn weighted_search(nmax: u8) -> Qkx2Params {
+    Qkx2Params {
+        nmax,
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+    }
+}
+
+/// ggml's per-element weights of the importance-weighted quantizers: the column's
+/// importance times `sqrt(sigma2 + x²)`.
+pub(crate) fn importance_weights<const N: usize>(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; N] {
+    std::array::from_fn(|i| qw[i] * (sigma2 + x[i] * x[i]).sqrt())
+}
+
+/// `Σx²` accumulated in order.
+pub(crate) fn sum_squares(x: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for &v in x {
+        s += v * v;
+    }
+    s
 }
 
 /// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8).
@@ -295,11 +398,17 @@ fn pack_scales_mins(
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    // C stores the int in a uint8_t before clamping: keep that truncation.
+    let ls = scales.map(|s| (ggml_nearest_int(inv_scale * s) as u8).min(63));
+    let lm = mins.map(|m| (ggml_nearest_int(inv_min * m) as u8).min(63));
+    pack6(&ls, &lm)
+}
+
+/// Packs eight 6-bit scale levels and eight min levels into ggml's 12 bytes.
+fn pack6(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
     let mut q = [0u8; K_SCALE_SIZE];
     for j in 0..QK_K / 32 {
-        // C stores the int in a uint8_t before clamping: keep that truncation.
-        let ls = (ggml_nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (ggml_nearest_int(inv_min * mins[j]) as u8).min(63);
+        let (ls, lm) = (ls[j], lm[j]);
         if j < 4 {
             q[j] = ls;
             q[j + 4] = lm;
@@ -310,6 +419,47 @@ fn pack_scales_mins(
         }
     }
     q
+}
+
+/// The Q4_K/Q5_K super-block fit of ggml's `quantize_row_q{4,5}_K_impl`: per sub-block
+/// a fit under the importance weights `qw · sqrt(σ² + x²)` (σ² twice the super-block's
+/// mean square), then the scales and mins themselves quantized to 6 bits by
+/// [`make_qp_quants`] under each sub-block's total weight, then the elements
+/// re-quantized against the stored header. Q5_K clamps the levels to 63 before packing
+/// and Q4_K does not (`clamp_63`), which matters only for a negative fitted scale.
+fn quantize_scales_mins_weighted(
+    x: &[f32],
+    qw: &[f32],
+    nmax: u8,
+    clamp_63: bool,
+    l: &mut [u8; QK_K],
+) -> ScalesMins {
+    let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
+    let search = weighted_search(nmax);
+    let (mut scales, mut mins, mut sw) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+    let sub_blocks = x
+        .chunks_exact(32)
+        .zip(qw.chunks_exact(32))
+        .zip(l.chunks_exact_mut(32));
+    for (j, ((xs, qs), ls)) in sub_blocks.enumerate() {
+        let w: [f32; 32] = importance_weights(xs, qs, sigma2);
+        sw[j] = w.iter().fold(0.0f32, |a, &b| a + b);
+        (scales[j], mins[j]) = make_qkx2_quants(xs, &w, ls, &search);
+    }
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+    let d = f16::from_f32(make_qp_quants(63, &scales, &mut ls, &sw));
+    let dmin = f16::from_f32(make_qp_quants(63, &mins, &mut lm, &sw));
+    if clamp_63 {
+        ls = ls.map(|v| v.min(63));
+        lm = lm.map(|v| v.min(63));
+    }
+    let packed = pack6(&ls, &lm);
+    requantize_k(x, &packed, d, dmin, nmax, l);
+    ScalesMins {
+        d,
+        dmin,
+        scales: packed,
+    }
 }
 
 /// Sub-blocks whose stored scale is 0 keep the levels of their own fit, as in ggml.

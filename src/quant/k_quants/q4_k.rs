@@ -1,7 +1,9 @@
 //! Q4_K: 4.5 bits per weight; `x = d·scale·q - dmin·min` with 4-bit `q` and 6-bit
 //! per-32 scales and mins.
 
-use super::{Qkx2Params, quantize_scales_mins, sub_block_factors};
+use super::{
+    Qkx2Params, ScalesMins, quantize_scales_mins, quantize_scales_mins_weighted, sub_block_factors,
+};
 use crate::quant::{K_SCALE_SIZE, QK_K};
 use half::f16;
 
@@ -32,14 +34,34 @@ pub fn quantize_row_q4_k_ref(x: &[f32], y: &mut [BlockQ4_K]) {
     for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
         let mut l = [0u8; QK_K];
         let h = quantize_scales_mins(xb, &Q4_K_SEARCH, &mut l);
-        yb.d = h.d;
-        yb.dmin = h.dmin;
-        yb.scales = h.scales;
-        for (q, lc) in yb.qs.chunks_exact_mut(32).zip(l.chunks_exact(64)) {
-            for (i, qi) in q.iter_mut().enumerate() {
-                *qi = lc[i] | (lc[i + 32] << 4);
-            }
+        *yb = block(h, &l);
+    }
+}
+
+/// ggml's `quantize_row_q4_K_impl`: as the reference, fitted under the importance
+/// weights `qw` (one per element of `x`, from an importance matrix).
+pub fn quantize_row_q4_k_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ4_K]) {
+    assert_eq!(x.len(), y.len() * QK_K, "Q4_K row length");
+    assert_eq!(qw.len(), x.len(), "Q4_K weights length");
+    for ((xb, wb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
+        let mut l = [0u8; QK_K];
+        let h = quantize_scales_mins_weighted(xb, wb, 15, false, &mut l);
+        *yb = block(h, &l);
+    }
+}
+
+fn block(h: ScalesMins, l: &[u8; QK_K]) -> BlockQ4_K {
+    let mut qs = [0u8; QK_K / 2];
+    for (q, lc) in qs.chunks_exact_mut(32).zip(l.chunks_exact(64)) {
+        for (i, qi) in q.iter_mut().enumerate() {
+            *qi = lc[i] | (lc[i + 32] << 4);
         }
+    }
+    BlockQ4_K {
+        d: h.d,
+        dmin: h.dmin,
+        scales: h.scales,
+        qs,
     }
 }
 

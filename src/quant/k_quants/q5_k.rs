@@ -1,6 +1,6 @@
 //! Q5_K: 5.5 bits per weight; Q4_K's layout plus a fifth bit per element in `qh`.
 
-use super::{Qkx2Params, quantize_scales_mins, sub_block_factors};
+use super::{Qkx2Params, quantize_scales_mins, quantize_scales_mins_weighted, sub_block_factors};
 use crate::quant::{K_SCALE_SIZE, QK_K};
 use half::f16;
 
@@ -32,6 +32,21 @@ pub fn quantize_row_q5_k_ref(x: &[f32], y: &mut [BlockQ5_K]) {
     for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
         let mut l = [0u8; QK_K];
         let h = quantize_scales_mins(xb, &Q5_K_SEARCH, &mut l);
+        yb.d = h.d;
+        yb.dmin = h.dmin;
+        yb.scales = h.scales;
+        pack_q5(&l, &mut yb.qs, &mut yb.qh);
+    }
+}
+
+/// ggml's `quantize_row_q5_K_impl`: as the reference, fitted under the importance
+/// weights `qw` (one per element of `x`, from an importance matrix).
+pub fn quantize_row_q5_k_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ5_K]) {
+    assert_eq!(x.len(), y.len() * QK_K, "Q5_K row length");
+    assert_eq!(qw.len(), x.len(), "Q5_K weights length");
+    for ((xb, wb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
+        let mut l = [0u8; QK_K];
+        let h = quantize_scales_mins_weighted(xb, wb, 31, true, &mut l);
         yb.d = h.d;
         yb.dmin = h.dmin;
         yb.scales = h.scales;

@@ -1,7 +1,7 @@
 //! Q6_K: 6.5625 bits per weight; `x = d·scale·(q - 32)` with 6-bit `q` and signed
 //! 8-bit per-16 scales.
 
-use super::{GROUP_MAX_EPS, ggml_nearest_int, make_qx_quants_rmse1};
+use super::{GROUP_MAX_EPS, ggml_nearest_int, make_qx_quants};
 use crate::quant::QK_K;
 use half::f16;
 
@@ -24,18 +24,28 @@ const _: () = assert!(size_of::<BlockQ6_K>() == 210);
 pub fn quantize_row_q6_k_ref(x: &[f32], y: &mut [BlockQ6_K]) {
     assert_eq!(x.len(), y.len() * QK_K, "Q6_K row length");
     for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-        quantize_block(xb, yb);
+        quantize_block(xb, None, yb);
     }
 }
 
-fn quantize_block(x: &[f32], y: &mut BlockQ6_K) {
+/// ggml's `quantize_row_q6_K_impl`: the per-16 fits weighted by the importance `qw`
+/// (one per element of `x`) instead of `x²`; the rest as the reference.
+pub fn quantize_row_q6_k_weighted(x: &[f32], qw: &[f32], y: &mut [BlockQ6_K]) {
+    assert_eq!(x.len(), y.len() * QK_K, "Q6_K row length");
+    assert_eq!(qw.len(), x.len(), "Q6_K weights length");
+    for ((xb, wb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
+        quantize_block(xb, Some(wb), yb);
+    }
+}
+
+fn quantize_block(x: &[f32], qw: Option<&[f32]>, y: &mut BlockQ6_K) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     let sub_blocks = x.chunks_exact(16).zip(l.chunks_exact_mut(16));
-    for (s, (xs, ls)) in scales.iter_mut().zip(sub_blocks) {
-        *s = make_qx_quants_rmse1(32, xs, ls);
+    for (ib, (s, (xs, ls))) in scales.iter_mut().zip(sub_blocks).enumerate() {
+        *s = make_qx_quants(32, xs, ls, qw.map(|w| &w[16 * ib..16 * (ib + 1)]));
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
             max_scale = *s;
