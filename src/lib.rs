@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod gguf;
+pub mod imatrix;
 pub mod kernels;
 pub mod model;
 pub mod quant;

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::config::Phi2Config;
 use crate::error::{ConvertError, Result};
+use crate::importance::Importance;
 use crate::lora::{Lora, TensorMerge};
 use crate::names::{Role, TensorId};
 use crate::policy::FileType;
@@ -97,15 +98,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(input: &Input, ft: FileType, name: Option<&str>) -> Result<Plan> {
+    /// The output for `input` as file type `ft`, named `name` (or after the input),
+    /// with llama-quantize's type choices for a quantization with an importance
+    /// matrix when `imatrix`.
+    pub fn new(input: &Input, ft: FileType, name: Option<&str>, imatrix: bool) -> Result<Plan> {
         match input {
-            Input::HuggingFace(c) => plan_hf(c, ft, name),
-            Input::Gguf(g) => plan_gguf(g, ft, name),
+            Input::HuggingFace(c) => plan_hf(c, ft, name, imatrix),
+            Input::Gguf(g) => plan_gguf(g, ft, name, imatrix),
         }
     }
 }
 
-fn plan_hf(ck: &Checkpoint, ft: FileType, name: Option<&str>) -> Result<Plan> {
+fn plan_hf(ck: &Checkpoint, ft: FileType, name: Option<&str>, imatrix: bool) -> Result<Plan> {
     let cfg = &ck.config;
     let sources = map_sources(ck)?;
     let shapes = ExpectedShapes::from_config(cfg);
@@ -122,7 +126,7 @@ fn plan_hf(ck: &Checkpoint, ft: FileType, name: Option<&str>) -> Result<Plan> {
                 first_row * t.row_len(),
             )
         };
-        let ty = ft.tensor_type(id, shape.len(), shape[0], cfg.num_layers);
+        let ty = ft.tensor_type(id, shape.len(), shape[0], cfg.num_layers, imatrix);
         tensors.push(PlannedTensor {
             id,
             name: id.to_string(),
@@ -319,7 +323,7 @@ fn hf_metadata(cfg: &Phi2Config, ft: FileType, name: Option<String>) -> Vec<(Str
     kv
 }
 
-fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>) -> Result<Plan> {
+fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>, imatrix: bool) -> Result<Plan> {
     if g.architecture() != Some("phi2") {
         return Err(ConvertError::Input {
             path: g.path().to_path_buf(),
@@ -351,10 +355,17 @@ fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>) -> Result<Plan> {
             } else {
                 t.shape.clone()
             };
-            let ty = ft.tensor_type(id, shape.len(), shape[0], n_layers);
+            let ty = ft.tensor_type(id, shape.len(), shape[0], n_layers, imatrix);
             Ok(PlannedTensor { id, name: t.name.clone(), shape, ty, source: t.name.clone(), first_element: 0 })
         })
         .collect::<Result<Vec<_>>>()?;
+    // llama-quantize writes tensors in its loader's order: by layer (others first),
+    // then by name. Keeping it makes the two tools' files identical byte for byte.
+    let mut tensors = tensors;
+    tensors.sort_by(|a, b| {
+        let layer = |t: &PlannedTensor| t.id.layer.map_or(-1, |l| l as i64);
+        (layer(a), &a.name).cmp(&(layer(b), &b.name))
+    });
     let mut metadata: Vec<(String, MetaValue)> = g
         .metadata
         .iter()
@@ -374,8 +385,10 @@ fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>) -> Result<Plan> {
             ),
         }
     }
-    metadata.push(("general.file_type".into(), MetaValue::U32(ft.file_type)));
+    // In llama-quantize's order: it sets the version, then the file type, each
+    // moving to the end.
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
+    metadata.push(("general.file_type".into(), MetaValue::U32(ft.file_type)));
     let n_embd = g.get_uint("phi2.embedding_length")? as usize;
     let heads = g.get_uint("phi2.attention.head_count")?.max(1) as usize;
     let kv_heads = g
@@ -415,11 +428,13 @@ pub struct Report {
 }
 
 /// Writes the plan's GGUF to `out`, streaming one tensor at a time, with `lora`'s
-/// adapters merged into the weights they change.
+/// adapters merged into the weights they change and each tensor quantized under its
+/// `importance` weights where it has them.
 pub fn convert(
     input: &Input,
     plan: &Plan,
     lora: &Lora,
+    importance: &Importance,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<Report> {
@@ -438,7 +453,8 @@ pub fn convert(
             ck.prefetch(&ck.tensors[&next.source]);
         }
         let merge = lora.for_tensor(t)?;
-        reports.push(convert_tensor(input, t, &merge, &mut writer, progress)?);
+        let qw = importance.for_tensor(&t.name);
+        reports.push(convert_tensor(input, t, &merge, qw, &mut writer, progress)?);
     }
     let output = writer.finish()?;
     Ok(Report {
@@ -452,6 +468,7 @@ fn convert_tensor(
     input: &Input,
     t: &PlannedTensor,
     merge: &TensorMerge,
+    qw: Option<&[f32]>,
     w: &mut GgufWriter,
     progress: &dyn Progress,
 ) -> Result<TensorReport> {
@@ -469,7 +486,7 @@ fn convert_tensor(
         q.resize(rows * row_bytes, 0);
         read_rows(input, t, row0, &mut x)?;
         merge.apply(row0, &mut x);
-        let (e, s) = quantize_rows(t, row0, &x, &mut q)?;
+        let (e, s) = quantize_rows(t, row0, &x, qw, &mut q)?;
         err2 += e;
         sum2 += s;
         w.write_tensor_chunk(&t.name, &q)?;
@@ -531,8 +548,15 @@ fn squared_error_and_norm(x: &[f32], y: &[f32]) -> (f64, f64) {
     (sum(err), sum(norm))
 }
 
-/// Quantizes the rows of `x` into `q`; returns Σ(x - x̂)² and Σx² for the error report.
-fn quantize_rows(t: &PlannedTensor, row0: usize, x: &[f32], q: &mut [u8]) -> Result<(f64, f64)> {
+/// Quantizes the rows of `x` into `q` (under importance weights `qw`, one per column,
+/// when given); returns Σ(x - x̂)² and Σx² for the error report.
+fn quantize_rows(
+    t: &PlannedTensor,
+    row0: usize,
+    x: &[f32],
+    qw: Option<&[f32]>,
+    q: &mut [u8],
+) -> Result<(f64, f64)> {
     let row_len = t.row_len();
     let row_bytes = q.len() / (x.len() / row_len);
     q.par_chunks_mut(row_bytes)
@@ -553,7 +577,7 @@ fn quantize_rows(t: &PlannedTensor, row0: usize, x: &[f32], q: &mut [u8]) -> Res
                         source,
                     },
                 };
-                quant::quantize_row(t.ty, xrow, qrow).map_err(fail)?;
+                quant::quantize_row_weighted(t.ty, xrow, qw, qrow).map_err(fail)?;
                 quant::dequantize_row(t.ty, qrow, back).map_err(fail)?;
                 Ok(squared_error_and_norm(xrow, back))
             },

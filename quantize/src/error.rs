@@ -46,6 +46,8 @@ pub enum ConvertError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Kernels(#[from] phiq::kernels::KernelError),
+    #[error(transparent)]
+    Imatrix(#[from] phiq::imatrix::ImatrixError),
     #[error("tensor {tensor:?}: {source}")]
     Quant {
         tensor: String,

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod importance;
 pub mod lora;
 pub mod names;
 pub mod policy;
@@ -12,4 +13,5 @@ pub mod vocab;
 
 pub use convert::{Input, Plan, Progress, Report, convert};
 pub use error::{ConvertError, Result};
+pub use importance::{Importance, ImportanceSummary};
 pub use policy::{FILE_TYPES, FileType};

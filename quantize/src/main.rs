@@ -12,7 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phiq::quant::GgmlType;
 use phiq_quantize::convert::{PlannedTensor, TensorReport};
 use phiq_quantize::lora::{AdapterSpec, Lora};
-use phiq_quantize::{FILE_TYPES, FileType, Input, Plan, Progress, Report, convert};
+use phiq_quantize::{
+    FILE_TYPES, FileType, Importance, ImportanceSummary, Input, Plan, Progress, Report, convert,
+};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,11 @@ struct Args {
     /// --lora, in the same order.
     #[arg(long, value_name = "S")]
     lora_scale: Vec<f32>,
+    /// An importance matrix (`phiq imatrix` or `llama-imatrix`, GGUF or legacy .dat)
+    /// to quantize under: ggml's weighted quantizers, the same bytes as
+    /// `llama-quantize --imatrix` from the same weights and matrix.
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -102,7 +109,23 @@ fn run() -> Result<()> {
         );
     }
     let input = Input::open(&args.input)?;
-    let plan = Plan::new(&input, args.file_type, args.name.as_deref())?;
+    let mut plan = Plan::new(
+        &input,
+        args.file_type,
+        args.name.as_deref(),
+        args.imatrix.is_some(),
+    )?;
+    let (importance, imatrix) = match &args.imatrix {
+        Some(path) => {
+            let (i, s) = Importance::open(path, &plan)?;
+            plan.metadata.extend(i.metadata().iter().cloned());
+            (i, Some(s))
+        }
+        None => (Importance::none(), None),
+    };
+    if let Some(s) = &imatrix {
+        report_imatrix(s);
+    }
     let (lora, adapters) = Lora::open(&adapter_specs(&args)?, &plan)?;
     for a in &adapters {
         for w in &a.warnings {
@@ -110,7 +133,7 @@ fn run() -> Result<()> {
         }
     }
     let bar = Bar::new(&plan, args.quiet);
-    let report = convert(&input, &plan, &lora, &args.output, &bar)?;
+    let report = convert(&input, &plan, &lora, &importance, &args.output, &bar)?;
     bar.0.finish_and_clear();
     for a in &adapters {
         let ranks: Vec<String> = a.ranks.iter().map(usize::to_string).collect();
@@ -129,6 +152,25 @@ fn run() -> Result<()> {
     }
     print_summary(&input, &args, &report);
     Ok(())
+}
+
+fn report_imatrix(s: &ImportanceSummary) {
+    eprintln!(
+        "importance matrix {}: {} entries from {} chunk(s) of {}; {} tensors weighted",
+        s.file.display(),
+        s.entries,
+        s.chunks,
+        s.datasets.first().map_or("an unnamed text", String::as_str),
+        s.weighted
+    );
+    if !s.missing.is_empty() {
+        eprintln!(
+            "phiq-quantize: warning: no importance for {} matri{} (quantized without): {}",
+            s.missing.len(),
+            if s.missing.len() == 1 { "x" } else { "ces" },
+            s.missing.join(", ")
+        );
+    }
 }
 
 /// The --lora folders with their --lora-scale.

@@ -136,14 +136,16 @@ impl FileType {
         !matches!(self.base, T::F32 | T::F16 | T::BF16)
     }
 
-    /// The type of tensor `id`, whose rows are `row_len` long, in a model of `n_layers`.
-    /// Follows `llama_tensor_get_type` of llama.cpp's `llama-quant.cpp` for `phi2`.
+    /// The type of tensor `id`, whose rows are `row_len` long, in a model of `n_layers`,
+    /// quantized with an importance matrix or not. Follows `llama_tensor_get_type` of
+    /// llama.cpp's `llama-quant.cpp` for `phi2`.
     pub fn tensor_type(
         &self,
         id: TensorId,
         n_dims: usize,
         row_len: u64,
         n_layers: usize,
+        imatrix: bool,
     ) -> GgmlType {
         // Norms, biases (one dimension) stay F32: they are tiny and precision-critical.
         if n_dims < 2 || id.bias || id.role.is_norm() {
@@ -169,6 +171,13 @@ impl FileType {
             (Mix::Medium, Role::AttnQkv) => T::Q6_K,
             (Mix::Small, Role::AttnV) if layer < 4 => T::Q5_K,
             (Mix::Small, Role::FfnDown) if layer < n_layers / 8 => T::Q5_K,
+            // llama.cpp guards the first ffn_down layers of imatrix Q4_0/Q5_0 files
+            // (which "go crazy" there) with the type that has a minimum.
+            (Mix::None, Role::FfnDown) if imatrix && layer < n_layers / 8 => match self.base {
+                T::Q4_0 => T::Q4_1,
+                T::Q5_0 => T::Q5_1,
+                base => base,
+            },
             _ => self.base,
         };
         fallback(ty, row_len)
@@ -210,7 +219,7 @@ mod tests {
         let id = TensorId::new(role, Some(layer), false);
         FileType::by_name(ft)
             .unwrap()
-            .tensor_type(id, 2, row_len, 32)
+            .tensor_type(id, 2, row_len, 32, false)
     }
 
     #[test]
@@ -223,6 +232,22 @@ mod tests {
     }
 
     #[test]
+    fn an_imatrix_gives_q4_0_and_q5_0_a_minimum_on_the_first_ffn_down_layers() {
+        let ffn_down = |ft: &str, layer: usize, imatrix: bool| {
+            let id = TensorId::new(Role::FfnDown, Some(layer), false);
+            FileType::by_name(ft)
+                .unwrap()
+                .tensor_type(id, 2, 10240, 32, imatrix)
+        };
+        assert_eq!(ffn_down("q4_0", 3, true), T::Q4_1);
+        assert_eq!(ffn_down("q4_0", 4, true), T::Q4_0);
+        assert_eq!(ffn_down("q4_0", 0, false), T::Q4_0);
+        assert_eq!(ffn_down("q5_0", 0, true), T::Q5_1);
+        assert_eq!(ffn_down("q4_1", 0, true), T::Q4_1);
+        assert_eq!(ffn_down("q4_k_m", 0, true), T::Q6_K);
+    }
+
+    #[test]
     fn q4_k_m_mix() {
         assert_eq!(ty("q4_k_m", Role::AttnV, 0, 2560), T::Q6_K);
         assert_eq!(ty("q4_k_m", Role::AttnV, 4, 2560), T::Q4_K);
@@ -231,11 +256,11 @@ mod tests {
         assert_eq!(ty("q4_k_m", Role::AttnQ, 0, 2560), T::Q4_K);
         let out = TensorId::new(Role::Output, None, false);
         let q4km = FileType::by_name("q4_k_m").unwrap();
-        assert_eq!(q4km.tensor_type(out, 2, 2560, 32), T::Q6_K);
+        assert_eq!(q4km.tensor_type(out, 2, 2560, 32, false), T::Q6_K);
         let norm = TensorId::new(Role::AttnNorm, Some(0), false);
-        assert_eq!(q4km.tensor_type(norm, 1, 2560, 32), T::F32);
+        assert_eq!(q4km.tensor_type(norm, 1, 2560, 32, false), T::F32);
         let bias = TensorId::new(Role::AttnQ, Some(0), true);
-        assert_eq!(q4km.tensor_type(bias, 1, 2560, 32), T::F32);
+        assert_eq!(q4km.tensor_type(bias, 1, 2560, 32, false), T::F32);
     }
 
     #[test]
@@ -248,7 +273,7 @@ mod tests {
             ("f16", T::F16),
         ] {
             let f = FileType::by_name(ft).unwrap();
-            assert_eq!(f.tensor_type(out, 2, 2560, 32), want, "{ft}");
+            assert_eq!(f.tensor_type(out, 2, 2560, 32, false), want, "{ft}");
         }
         assert_eq!(ty("q4_0", Role::TokenEmbd, 0, 2560), T::Q4_0);
     }
@@ -262,6 +287,6 @@ mod tests {
         assert_eq!(ty("q4_0", Role::FfnUp, 5, 48), T::F16);
         let out = TensorId::new(Role::Output, None, false);
         let q4_0 = FileType::by_name("q4_0").unwrap();
-        assert_eq!(q4_0.tensor_type(out, 2, 32, 2), T::Q8_0);
+        assert_eq!(q4_0.tensor_type(out, 2, 32, 2, false), T::Q8_0);
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod common;
+mod imatrix;
 mod info;
 mod perplexity;
 mod run;
@@ -35,6 +36,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Perplexity of a text file, in chunks of the context size.
     Perplexity(perplexity::PerplexityArgs),
+    /// Compute an importance matrix from a calibration text (llama-imatrix's files),
+    /// for `phiq-quantize --imatrix`.
+    Imatrix(imatrix::ImatrixArgs),
     /// Show the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Measure prompt and generation speed (llama-bench style).
@@ -53,6 +57,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args)?,
         Command::Chat(args) => chat::run(&args)?,
         Command::Perplexity(args) => perplexity::run(&args)?,
+        Command::Imatrix(args) => imatrix::run(&args)?,
         Command::Tokenize(args) => tokenize::run(&args)?,
         Command::Bench(args) => bench::run(&args)?,
         Command::Info(args) => info::run(&args)?,

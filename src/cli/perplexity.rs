@@ -73,7 +73,7 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
 }
 
 /// -log softmax(logits)[target], in f64.
-fn token_nll(logits: &[f32], target: u32) -> f64 {
+pub(super) fn token_nll(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = max
         + logits

@@ -22,6 +22,29 @@ pub enum Logits {
     All,
 }
 
+/// A point of the forward pass an observer can read ([`Session::eval_observed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tap {
+    /// Hidden state `i` in HF's `output_hidden_states` order (see [`Session::eval_with`]).
+    Hidden(usize),
+    /// The rows (`[t][columns]`) that layer `layer`'s `product` multiplies.
+    Input { layer: usize, product: Product },
+    /// The rows the output projection multiplies: the final LayerNorm of the tokens
+    /// whose logits are computed.
+    OutputInput,
+}
+
+/// A layer's products, by the input they read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// q, k, v (or the fused qkv) and ffn_up: all read the attention LayerNorm's output.
+    QkvUp,
+    /// attn_output reads the attention's result.
+    AttnOutput,
+    /// ffn_down reads gelu(ffn_up).
+    FfnDown,
+}
+
 /// A conversation with the model: its KV cache and position.
 pub struct Session<'m> {
     model: &'m Model,
@@ -101,6 +124,21 @@ impl<'m> Session<'m> {
         want: Logits,
         hidden: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<f32>> {
+        self.eval_observed(tokens, want, &mut |tap, x| {
+            if let Tap::Hidden(i) = tap {
+                hidden(i, x)
+            }
+        })
+    }
+
+    /// As [`Session::eval`], also handing `tap` every hidden state and every
+    /// product's input rows (an importance matrix is made from these).
+    pub fn eval_observed(
+        &mut self,
+        tokens: &[u32],
+        want: Logits,
+        tap: &mut dyn FnMut(Tap, &[f32]),
+    ) -> Result<Vec<f32>> {
         let hp = &self.model.hp;
         let needed = self.cache.len + tokens.len();
         self.reserve(needed)?;
@@ -109,13 +147,13 @@ impl<'m> Session<'m> {
         }
         let m = self.model;
         let mut h = m.embed(tokens)?;
-        hidden(0, &h);
+        tap(Tap::Hidden(0), &h);
         let t = tokens.len();
         let mut n = vec![0f32; t * hp.n_embd];
         let mut parts = [Part { s: self, t }];
         for layer in 0..hp.n_layer {
-            m.layer(layer, &mut parts, &mut h, &mut n)?;
-            hidden(layer + 1, &h);
+            m.layer(layer, &mut parts, &mut h, &mut n, tap)?;
+            tap(Tap::Hidden(layer + 1), &h);
         }
         self.cache.len = needed;
         let rows: Vec<usize> = match want {
@@ -124,8 +162,9 @@ impl<'m> Session<'m> {
         };
         m.logits(&h, &rows, &mut |normed| {
             if want == Logits::All {
-                hidden(hp.n_layer + 1, normed);
+                tap(Tap::Hidden(hp.n_layer + 1), normed);
             }
+            tap(Tap::OutputInput, normed);
         })
     }
 }
@@ -185,7 +224,7 @@ impl Model {
             })
             .collect();
         for layer in 0..hp.n_layer {
-            self.layer(layer, &mut batch, &mut h, &mut n)?;
+            self.layer(layer, &mut batch, &mut h, &mut n, &mut |_, _| {})?;
         }
         for p in batch {
             p.s.cache.len += p.t;
@@ -267,7 +306,14 @@ impl Model {
     /// One layer, as HF's `PhiDecoderLayer`: the normed input feeds attention and
     /// MLP in parallel. Products with the same input run together (q, k, v, up), then
     /// the two with independent inputs (attention output, down).
-    fn layer(&self, i: usize, parts: &mut [Part], h: &mut [f32], n: &mut [f32]) -> Result<()> {
+    fn layer(
+        &self,
+        i: usize,
+        parts: &mut [Part],
+        h: &mut [f32],
+        n: &mut [f32],
+        tap: &mut dyn FnMut(Tap, &[f32]),
+    ) -> Result<()> {
         let m = self;
         let hp = &m.hp;
         let (d, kv, hd) = (hp.n_embd, hp.kv_dim(), hp.head_dim);
@@ -275,6 +321,8 @@ impl Model {
         for (o, x) in n.chunks_exact_mut(d).zip(h.chunks_exact(d)) {
             layer_norm(x, &layer.attn_norm.w, &layer.attn_norm.b, hp.eps, o);
         }
+        let input = |product| Tap::Input { layer: i, product };
+        tap(input(Product::QkvUp), n);
         let t: usize = parts.iter().map(|p| p.t).sum();
         let (mut q, mut k, mut v) = (vec![0f32; t * d], vec![0f32; t * kv], vec![0f32; t * kv]);
         let mut up = vec![0f32; t * hp.n_ff];
@@ -320,6 +368,8 @@ impl Model {
             row += p.t;
         }
         gelu_new(&mut up);
+        tap(input(Product::AttnOutput), &o);
+        tap(input(Product::FfnDown), &up);
         let (mut attn, mut mlp) = (vec![0f32; t * d], vec![0f32; t * d]);
         self.products(
             t,

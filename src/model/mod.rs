@@ -8,7 +8,7 @@ mod forward;
 pub mod kv_cache;
 pub mod ops;
 
-pub use forward::{Logits, Session};
+pub use forward::{Logits, Product, Session, Tap};
 pub use kv_cache::{KvCache, KvPool, KvType, PoolFull};
 
 use std::path::Path;
@@ -285,6 +285,26 @@ impl Model {
         };
         model.pack()?;
         Ok(model)
+    }
+
+    /// The weight tensors (GGUF names) that multiply the rows of `tap`: what an
+    /// importance matrix accumulates them under.
+    pub fn tensors_reading(&self, tap: Tap) -> Vec<String> {
+        let name = |i: usize, t: &str| format!("blk.{i}.{t}.weight");
+        match tap {
+            Tap::Hidden(_) => Vec::new(),
+            Tap::OutputInput => vec!["output.weight".to_string()],
+            Tap::Input { layer, product } => match product {
+                Product::QkvUp => match self.layers[layer].qkv {
+                    Qkv::Fused(_) => vec![name(layer, "attn_qkv"), name(layer, "ffn_up")],
+                    Qkv::Split { .. } => ["attn_q", "attn_k", "attn_v", "ffn_up"]
+                        .map(|t| name(layer, t))
+                        .to_vec(),
+                },
+                Product::AttnOutput => vec![name(layer, "attn_output")],
+                Product::FfnDown => vec![name(layer, "ffn_down")],
+            },
+        }
     }
 
     /// The matrices the forward pass multiplies with.

@@ -51,11 +51,18 @@ pub fn checkpoint_with_template(dir: &Path, template: &str, jinja_file: bool) ->
 /// Converts the Hugging Face folder `input` to `out` with the real converter.
 pub fn gguf_from(input: &Path, ty: &str, out: &Path) -> PathBuf {
     let input = Input::open(input).unwrap();
-    let plan = Plan::new(&input, FileType::by_name(ty).unwrap(), Some("oracle")).unwrap();
+    let plan = Plan::new(
+        &input,
+        FileType::by_name(ty).unwrap(),
+        Some("oracle"),
+        false,
+    )
+    .unwrap();
     convert(
         &input,
         &plan,
         &phiq_quantize::lora::Lora::none(),
+        &phiq_quantize::Importance::none(),
         out,
         &NoProgress,
     )
