@@ -91,6 +91,17 @@ impl RefPhi2 {
 
     /// Logits of every position of `ids` (one causal pass, no cache).
     pub fn logits(&self, ids: &[u32]) -> Vec<Vec<f64>> {
+        self.logits_observed(ids, &mut |_, _, _| {})
+    }
+
+    /// As [`RefPhi2::logits`], handing `input(layer, product, row)` each product's
+    /// input row, token by token: `"qkv_up"` (the LayerNorm that q, k, v and fc1
+    /// read), `"attn_output"` (what dense reads), `"ffn_down"` (gelu(fc1), what fc2 reads).
+    pub fn logits_observed(
+        &self,
+        ids: &[u32],
+        input: &mut dyn FnMut(usize, &str, &[f64]),
+    ) -> Vec<Vec<f64>> {
         let c = &self.cfg;
         let (hd, nh, nkv) = (c.head_dim(), c.num_heads, c.num_kv_heads);
         let d = c.hidden_size;
@@ -121,6 +132,9 @@ impl RefPhi2 {
                 self.rope(q, pos);
                 self.rope(k, pos);
             }
+            for x in &n {
+                input(l, "qkv_up", x);
+            }
             for t in 0..ids.len() {
                 let mut o = vec![0f64; nh * hd];
                 for head in 0..nh {
@@ -144,6 +158,7 @@ impl RefPhi2 {
                         }
                     }
                 }
+                input(l, "attn_output", &o);
                 let attn = self.linear(&format!("{p}.self_attn.dense"), &o);
                 let mut up = self.linear(&format!("{p}.mlp.fc1"), &n[t]);
                 for u in up.iter_mut() {
@@ -154,6 +169,7 @@ impl RefPhi2 {
                             + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3)))
                                 .tanh());
                 }
+                input(l, "ffn_down", &up);
                 let mlp = self.linear(&format!("{p}.mlp.fc2"), &up);
                 for i in 0..d {
                     h[t][i] += attn[i] + mlp[i];
