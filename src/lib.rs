@@ -7,6 +7,7 @@ pub mod chat;
 pub mod gguf;
 pub mod imatrix;
 pub mod kernels;
+pub mod kld;
 pub mod model;
 pub mod quant;
 pub mod sample;

@@ -40,7 +40,7 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let model = oracle::gguf_from(&oracle::checkpoint(), "f32", &dir.path().join("dev.gguf"));
         let text = dir.path().join("calibration.txt");
-        std::fs::write(&text, calibration_text()).unwrap();
+        std::fs::write(&text, common::calibration_text()).unwrap();
         let (gguf, dat) = (dir.path().join("im.gguf"), dir.path().join("im.dat"));
         for out in [&gguf, &dat] {
             let o = phiq(&[
@@ -79,52 +79,6 @@ fn phiq(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-/// Varied English-like text of a few hundred tokens, the same on every run.
-fn calibration_text() -> String {
-    const WORDS: &[&str] = &[
-        "the",
-        "model",
-        "runs",
-        "on",
-        "a",
-        "small",
-        "board",
-        "with",
-        "two",
-        "cores",
-        "and",
-        "answers",
-        "questions",
-        "about",
-        "lights,",
-        "doors",
-        "weather.",
-        "It",
-        "quantizes",
-        "weights",
-        "to",
-        "four",
-        "bits",
-        "while",
-        "keeping",
-        "quality",
-        "high;",
-        "numbers",
-        "like",
-        "3.14",
-        "or",
-        "2048",
-        "appear",
-        "too.",
-        "\n",
-    ];
-    let mut rng = common::Rng::new(11);
-    (0..400)
-        .map(|_| WORDS[rng.below(WORDS.len())])
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The dumps of the f64 reference's product inputs for the chunks `phiq imatrix`

@@ -1,6 +1,7 @@
 //! The runtime against Hugging Face transformers: logits, hidden states and greedy
 //! continuations of the reference checkpoint, converted to F32 and F16 GGUFs.
 
+mod common;
 #[path = "support/oracle.rs"]
 mod oracle;
 
@@ -23,14 +24,6 @@ fn tolerance(ty: &str, model: &Model) -> f32 {
     } else {
         1e-4
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// The F32 and F16 files on the best path; where that path computes F16 in FP16
@@ -78,14 +71,14 @@ fn logits_match_transformers_within_1e_4() {
             let mut s = model.session(256, KvType::F32).unwrap();
             let got = s.eval(&ids, Logits::All).unwrap();
             let tol = tolerance(ty, model);
-            let diff = max_abs_diff(&got, &want);
+            let diff = common::max_abs_diff(&got, &want);
             assert!(diff < tol, "{ty} {}: batch max |diff| {diff}", seq["name"]);
             // Token by token through the KV cache (F32 cache: exact).
             let mut s = model.session(256, KvType::F32).unwrap();
             for (t, id) in ids.iter().enumerate() {
                 let got = s.eval(&[*id], Logits::Last).unwrap();
                 let row = &want[t * model.hp.n_vocab..(t + 1) * model.hp.n_vocab];
-                let diff = max_abs_diff(&got, row);
+                let diff = common::max_abs_diff(&got, row);
                 assert!(
                     diff < tol,
                     "{ty} {} token {t}: cached max |diff| {diff}",
@@ -118,7 +111,7 @@ fn hidden_states_match_layer_by_layer() {
     let mut s = model.session(256, KvType::F32).unwrap();
     let mut seen = 0;
     s.eval_with(&ids, Logits::All, &mut |i, h| {
-        let diff = max_abs_diff(h, &want[i * per..(i + 1) * per]);
+        let diff = common::max_abs_diff(h, &want[i * per..(i + 1) * per]);
         assert!(diff < 1e-4, "hidden state {i}: max |diff| {diff}");
         seen += 1;
     })
@@ -227,7 +220,7 @@ fn decode_batch_equals_each_session_alone() {
             let batch = model.decode_batch(&mut refs, &next).unwrap();
             let n = model.hp.n_vocab;
             for (i, want) in alone.iter().skip(step).step_by(2).enumerate() {
-                let diff = max_abs_diff(&batch[i * n..(i + 1) * n], want);
+                let diff = common::max_abs_diff(&batch[i * n..(i + 1) * n], want);
                 assert!(diff < tol, "{ty} session {i} step {step}: {diff}");
             }
         }
@@ -259,14 +252,14 @@ fn sessions_in_a_shared_pool_equal_sessions_of_their_own() {
             for i in 0..2 {
                 let a = paged[i].eval(prompts[i], Logits::All).unwrap();
                 let b = own[i].eval(prompts[i], Logits::All).unwrap();
-                let diff = max_abs_diff(&a, &b);
+                let diff = common::max_abs_diff(&a, &b);
                 assert!(diff <= tol, "{ty} {kv:?} prompt {i}: {diff}");
             }
             for (step, &t) in next.iter().enumerate() {
                 for i in 0..2 {
                     let a = paged[i].eval(&[t], Logits::Last).unwrap();
                     let b = own[i].eval(&[t], Logits::Last).unwrap();
-                    let diff = max_abs_diff(&a, &b);
+                    let diff = common::max_abs_diff(&a, &b);
                     assert!(diff <= tol, "{ty} {kv:?} session {i} step {step}: {diff}");
                 }
             }
@@ -333,7 +326,7 @@ fn forward_batch_of_prompt_chunks_and_next_tokens_equals_each_alone() {
             .unwrap();
         let n = model.hp.n_vocab;
         for (i, w) in want.iter().enumerate() {
-            let diff = max_abs_diff(&got[i * n..(i + 1) * n], w);
+            let diff = common::max_abs_diff(&got[i * n..(i + 1) * n], w);
             assert!(diff < tol, "{ty} part {i}: {diff}");
         }
         assert_eq!((s0.len(), s1.len()), (chunk.len(), 3));

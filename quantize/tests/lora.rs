@@ -40,14 +40,6 @@ fn quantize_ok(input: &Path, out: &Path, ty: &str, extra: &[&dyn AsRef<std::ffi:
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Every tensor of `a` and `b` dequantized, side by side.
 fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     let g = GgufFile::open(path).unwrap();
@@ -111,10 +103,10 @@ fn merged_logits_equal_transformers_and_peft() {
         let (shape, want) = oracle::npy_f32(&fixture(want));
         assert_eq!(shape, [rows, n]);
         let got = &got[(ids.len() - rows) * n..];
-        let diff = max_abs_diff(got, &want);
+        let diff = common::max_abs_diff(got, &want);
         assert!(diff < 1e-4, "{adapters:?}: max |logit difference| {diff}");
         // The adapter changed the model: the test cannot pass with the merge ignored.
-        let moved = max_abs_diff(&base_logits[(ids.len() - rows) * n..], &want);
+        let moved = common::max_abs_diff(&base_logits[(ids.len() - rows) * n..], &want);
         assert!(
             moved > 1e-2,
             "{adapters:?} barely changes the logits ({moved})"
@@ -221,12 +213,12 @@ fn merges_equal_an_independent_numpy_merge() {
             assert_eq!(name, wname, "{what}");
             // Summation order differs (numpy's matmul against row-wise axpys).
             let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let diff = max_abs_diff(g, w);
+            let diff = common::max_abs_diff(g, w);
             assert!(
                 diff <= 2e-6 * scale,
                 "{what}: {name} differs by {diff} (max |w| {scale})"
             );
-            changed += usize::from(max_abs_diff(p, w) > 1e-3);
+            changed += usize::from(common::max_abs_diff(p, w) > 1e-3);
         }
         assert!(changed >= 10, "{what}: only {changed} tensors changed");
         // Quantized: --lora to Q4_K_M equals the merged F32 file requantized.

@@ -72,6 +72,11 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// The model this session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
     /// Tokens already in the cache.
     pub fn len(&self) -> usize {
         self.cache.len

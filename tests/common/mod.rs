@@ -38,6 +38,62 @@ impl Rng {
     }
 }
 
+/// The largest |a - b| over two equally long vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Varied English-like text of about 400 words (a calibration or evaluation text
+/// for the dev model), the same on every run.
+pub fn calibration_text() -> String {
+    const WORDS: &[&str] = &[
+        "the",
+        "model",
+        "runs",
+        "on",
+        "a",
+        "small",
+        "board",
+        "with",
+        "two",
+        "cores",
+        "and",
+        "answers",
+        "questions",
+        "about",
+        "lights,",
+        "doors",
+        "weather.",
+        "It",
+        "quantizes",
+        "weights",
+        "to",
+        "four",
+        "bits",
+        "while",
+        "keeping",
+        "quality",
+        "high;",
+        "numbers",
+        "like",
+        "3.14",
+        "or",
+        "2048",
+        "appear",
+        "too.",
+        "\n",
+    ];
+    let mut rng = Rng::new(11);
+    (0..400)
+        .map(|_| WORDS[rng.below(WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The workspace root: this file is shared by the crates' test suites, so look for the
 /// folder that holds `tests/py`.
 pub fn workspace_root() -> PathBuf {
