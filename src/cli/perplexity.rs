@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use phiq::kld::{BaseFile, BaseWriter, KldReport, KldStats};
-use phiq::model::{Logits, Model, Session};
+use phiq::kld::{BaseFile, BaseWriter, KldReport, KldStats, Scored, for_each_scored, scored_rows};
+use phiq::model::{Logits, Model};
 use serde_json::json;
 
 use super::common::ModelArgs;
@@ -104,20 +104,6 @@ fn n_chunks(args: &PerplexityArgs, n_tokens: usize, n_ctx: usize) -> Result<usiz
     Ok(args.chunks.map_or(whole, |c| c.min(whole)))
 }
 
-/// The logits of a chunk's scored positions (llama-perplexity's second half),
-/// from an empty cache.
-fn scored_logits(s: &mut Session, chunk: &[u32], batch: usize) -> Result<Vec<f32>> {
-    let n_vocab = s.model().hp.n_vocab;
-    s.truncate(0);
-    let mut logits = Vec::with_capacity(chunk.len() * n_vocab);
-    for part in chunk.chunks(batch) {
-        logits.extend(s.eval(part, Logits::All)?);
-    }
-    let first = chunk.len() / 2;
-    logits.truncate((chunk.len() - 1) * n_vocab);
-    Ok(logits.split_off(first * n_vocab))
-}
-
 /// Every next-token prediction inside each chunk of `--ctx` tokens, with no BOS
 /// prepended (as the Hugging Face reference computes it); a text shorter than the
 /// context is one chunk.
@@ -195,23 +181,22 @@ fn scored_run(args: &PerplexityArgs, mut base: Option<&std::path::Path>) -> Resu
     };
     let mut s = model.session(n_ctx, args.model.kv_type)?;
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
-    let first = n_ctx / 2;
-    for (c, chunk) in ids.chunks_exact(n_ctx).take(n_chunk).enumerate() {
-        let logits = scored_logits(&mut s, chunk, args.model.batch)?;
-        for (r, row) in logits.chunks_exact(n_vocab).enumerate() {
-            let next = chunk[first + r + 1];
-            let v = match &mut writer {
-                Some(w) => w.push(row, next)?,
-                None => token_nll(row, next),
-            };
-            nll += v;
-            nll2 += v * v;
-            count += 1;
+    let rows = scored_rows(n_ctx);
+    let json = args.json;
+    let mut row = |p: Scored| {
+        let v = match &mut writer {
+            Some(w) => w.push(p.logits, p.next)?,
+            None => token_nll(p.logits, p.next),
+        };
+        nll += v;
+        nll2 += v * v;
+        count += 1;
+        if !json && p.row + 1 == rows {
+            eprint!("[{}]{:.4},", p.chunk + 1, (nll / count as f64).exp());
         }
-        if !args.json {
-            eprint!("[{}]{:.4},", c + 1, (nll / count as f64).exp());
-        }
-    }
+        Ok(())
+    };
+    for_each_scored(&mut s, &ids, n_ctx, n_chunk, args.model.batch, &mut row)?;
     if !args.json {
         eprintln!();
     }
@@ -283,43 +268,30 @@ fn kl_divergence(args: &PerplexityArgs, base_path: &std::path::Path) -> Result<(
         }
     }
     let n_chunk = args.chunks.map_or(base.n_chunk, |c| c.min(base.n_chunk));
-    let n_vocab = base.n_vocab;
     let mut s = model.session(base.n_ctx, args.model.kv_type)?;
     let mut stats = KldStats::default();
-    let first = base.n_ctx / 2;
     if !args.json {
         eprintln!(
             "chunk    PPL              ln(PPL(Q)/PPL(base))    KL divergence         Δp RMS             same top p"
         );
     }
-    for (c, chunk) in base
-        .tokens
-        .chunks_exact(base.n_ctx)
-        .take(n_chunk)
-        .enumerate()
-    {
-        let logits = scored_logits(&mut s, chunk, args.model.batch)?;
-        for (r, row) in logits.chunks_exact(n_vocab).enumerate() {
-            stats.push(row, &base.row(c, r), chunk[first + r + 1]);
+    let rows = scored_rows(base.n_ctx);
+    let json = args.json;
+    let mut row = |p: Scored| {
+        stats.push(p.logits, &base.row(p.chunk, p.row), p.next);
+        if !json && p.row + 1 == rows {
+            print_running(p.chunk, &stats);
         }
-        if !args.json {
-            let (ppl, ratio, kld, rms, top) = stats.running();
-            eprintln!(
-                "{:4}  {:9.4} ± {:7.4}  {:9.5} ± {:8.5}  {:9.5} ± {:8.5}  {:6.3} ± {:5.3} %  {:6.3} ± {:5.3} %",
-                c + 1,
-                ppl.value,
-                ppl.uncertainty,
-                ratio.value,
-                ratio.uncertainty,
-                kld.value,
-                kld.uncertainty,
-                100.0 * rms.value,
-                100.0 * rms.uncertainty,
-                100.0 * top.value,
-                100.0 * top.uncertainty
-            );
-        }
-    }
+        Ok(())
+    };
+    for_each_scored(
+        &mut s,
+        &base.tokens,
+        base.n_ctx,
+        n_chunk,
+        args.model.batch,
+        &mut row,
+    )?;
     let r = stats.report();
     if args.json {
         let mut v = serde_json::to_value(&r)?;
@@ -331,6 +303,24 @@ fn kl_divergence(args: &PerplexityArgs, base_path: &std::path::Path) -> Result<(
         print_report(&r);
     }
     Ok(())
+}
+
+fn print_running(c: usize, stats: &KldStats) {
+    let (ppl, ratio, kld, rms, top) = stats.running();
+    eprintln!(
+        "{:4}  {:9.4} ± {:7.4}  {:9.5} ± {:8.5}  {:9.5} ± {:8.5}  {:6.3} ± {:5.3} %  {:6.3} ± {:5.3} %",
+        c + 1,
+        ppl.value,
+        ppl.uncertainty,
+        ratio.value,
+        ratio.uncertainty,
+        kld.value,
+        kld.uncertainty,
+        100.0 * rms.value,
+        100.0 * rms.uncertainty,
+        100.0 * top.value,
+        100.0 * top.uncertainty
+    );
 }
 
 fn print_report(r: &KldReport) {

@@ -11,10 +11,12 @@
 mod file;
 mod stats;
 
-pub use file::{BaseFile, BaseWriter, scored_rows};
+pub use file::{BaseFile, BaseRow, BaseWriter, scored_rows};
 pub use stats::{KldReport, KldStats, Summary};
 
 use std::path::PathBuf;
+
+use crate::model::{Logits, Session};
 
 /// A base file that cannot be read or does not match the model or text it is used with.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,48 @@ pub enum KldError {
     },
     #[error("{}: {what}", path.display())]
     Invalid { path: PathBuf, what: String },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
+
+/// One scored position: row `row` of chunk `chunk` (position `n_ctx/2 + row`), its
+/// logits and the token that follows it.
+pub struct Scored<'a> {
+    pub chunk: usize,
+    pub row: usize,
+    pub logits: &'a [f32],
+    pub next: u32,
+}
+
+/// Evaluates the first `n_chunk` chunks of `n_ctx` of `tokens`, each from an empty
+/// cache, in batches of `batch`, handing `each` every scored position.
+pub fn for_each_scored(
+    s: &mut Session,
+    tokens: &[u32],
+    n_ctx: usize,
+    n_chunk: usize,
+    batch: usize,
+    each: &mut dyn FnMut(Scored) -> Result<(), KldError>,
+) -> Result<(), KldError> {
+    let n_vocab = s.model().hp.n_vocab;
+    let first = n_ctx / 2;
+    for (c, chunk) in tokens.chunks_exact(n_ctx).take(n_chunk).enumerate() {
+        s.truncate(0);
+        let mut logits = Vec::with_capacity(n_ctx * n_vocab);
+        for part in chunk.chunks(batch.max(1)) {
+            logits.extend(s.eval(part, Logits::All)?);
+        }
+        let scored = &logits[first * n_vocab..(n_ctx - 1) * n_vocab];
+        for (r, logits) in scored.chunks_exact(n_vocab).enumerate() {
+            each(Scored {
+                chunk: c,
+                row: r,
+                logits,
+                next: chunk[first + r + 1],
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// ggml's `nearest_int` as llama-perplexity uses it (no range assert).
