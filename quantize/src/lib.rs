@@ -9,6 +9,7 @@ pub mod importance;
 pub mod lora;
 pub mod names;
 pub mod policy;
+pub mod quality;
 pub mod vocab;
 
 pub use convert::{Input, Plan, Progress, Report, convert};

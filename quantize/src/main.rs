@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phiq::quant::GgmlType;
 use phiq_quantize::convert::{PlannedTensor, TensorReport};
 use phiq_quantize::lora::{AdapterSpec, Lora};
+use phiq_quantize::quality::{self, QualityRow, Scoring};
 use phiq_quantize::{
     FILE_TYPES, FileType, Importance, ImportanceSummary, Input, Plan, Progress, Report, convert,
 };
@@ -31,12 +32,35 @@ use phiq_quantize::{
 struct Args {
     /// Hugging Face checkpoint folder, or an F32/F16/BF16 GGUF file.
     input: PathBuf,
-    /// The GGUF file to write (written to a temporary file, renamed when complete).
+    /// The GGUF file to write (written to a temporary file, renamed when complete);
+    /// with --report, the folder for its files (default: the current one).
     #[arg(short, long, value_name = "OUT.gguf")]
-    output: PathBuf,
+    output: Option<PathBuf>,
     /// Target type (see the list below).
-    #[arg(short = 't', long = "type", value_name = "TYPE", value_parser = parse_file_type)]
-    file_type: FileType,
+    #[arg(short = 't', long = "type", value_name = "TYPE", value_parser = parse_file_type,
+          required_unless_present = "report", conflicts_with = "report")]
+    file_type: Option<FileType>,
+    /// Which type to ship: quantize to each of TYPES (comma-separated), score each
+    /// against the F16 model on --text with llama-perplexity's KL statistics, and print
+    /// one table (size, bits per weight, PPL, KLD, same top token, memory at --report-ctx).
+    #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_file_type,
+          requires = "text")]
+    report: Vec<FileType>,
+    /// The text --report scores on (a few thousand tokens like what the model will see).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Tokens per scored chunk for --report (llama-perplexity's -c; its tables use 512).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    ctx: usize,
+    /// Score at most N chunks of --text.
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// The context --report estimates memory for (a Pi running `phiq run` at it).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    report_ctx: usize,
+    /// Print the --report table as JSON.
+    #[arg(long)]
+    json: bool,
     /// Threads for quantizing rows (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -102,19 +126,26 @@ fn run() -> Result<()> {
             .build_global()
             .context("starting the thread pool")?;
     }
-    if args.output.canonicalize().ok() == args.input.canonicalize().ok() && args.output.exists() {
-        bail!(
-            "the output {} would overwrite the input",
-            args.output.display()
-        );
-    }
     let input = Input::open(&args.input)?;
-    let mut plan = Plan::new(
-        &input,
-        args.file_type,
-        args.name.as_deref(),
-        args.imatrix.is_some(),
-    )?;
+    match args.file_type {
+        Some(ft) => {
+            let Some(out) = &args.output else {
+                bail!("--output is required: the GGUF file to write");
+            };
+            let report = quantize(&args, &input, ft, out)?;
+            print_summary(&input, ft, &report);
+            Ok(())
+        }
+        None => quality_report(&args, &input),
+    }
+}
+
+/// One conversion: plan, importance matrix, adapters, then the file.
+fn quantize(args: &Args, input: &Input, ft: FileType, out: &Path) -> Result<Report> {
+    if out.canonicalize().ok() == args.input.canonicalize().ok() && out.exists() {
+        bail!("the output {} would overwrite the input", out.display());
+    }
+    let mut plan = Plan::new(input, ft, args.name.as_deref(), args.imatrix.is_some())?;
     let (importance, imatrix) = match &args.imatrix {
         Some(path) => {
             let (i, s) = Importance::open(path, &plan)?;
@@ -126,14 +157,14 @@ fn run() -> Result<()> {
     if let Some(s) = &imatrix {
         report_imatrix(s);
     }
-    let (lora, adapters) = Lora::open(&adapter_specs(&args)?, &plan)?;
+    let (lora, adapters) = Lora::open(&adapter_specs(args)?, &plan)?;
     for a in &adapters {
         for w in &a.warnings {
             eprintln!("phiq-quantize: warning: {}: {w}", a.dir.display());
         }
     }
     let bar = Bar::new(&plan, args.quiet);
-    let report = convert(&input, &plan, &lora, &importance, &args.output, &bar)?;
+    let report = convert(input, &plan, &lora, &importance, out, &bar)?;
     bar.0.finish_and_clear();
     for a in &adapters {
         let ranks: Vec<String> = a.ranks.iter().map(usize::to_string).collect();
@@ -150,7 +181,99 @@ fn run() -> Result<()> {
             }
         );
     }
-    print_summary(&input, &args, &report);
+    Ok(report)
+}
+
+/// `--report`: the base model's log-probabilities on --text, then each type's file
+/// and its KL statistics against them, as one table.
+fn quality_report(args: &Args, input: &Input) -> Result<()> {
+    let text = args
+        .text
+        .as_ref()
+        .expect("clap requires --text with --report");
+    let dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = args
+        .input
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let scoring = Scoring {
+        n_ctx: args.ctx,
+        chunks: args.chunks,
+        batch: 512,
+    };
+    if args.ctx < 4 {
+        bail!("--ctx must be at least 4");
+    }
+    // The base: the input itself when it is an unquantized GGUF, else its F16 conversion.
+    let base_model = match input {
+        Input::Gguf(_) => args.input.clone(),
+        Input::HuggingFace(_) => {
+            let f16 = dir.join(format!("{stem}-f16.gguf"));
+            eprintln!("[base] converting to F16: {}", f16.display());
+            quantize(
+                args,
+                input,
+                FileType::by_name("f16").expect("f16 exists"),
+                &f16,
+            )?;
+            f16
+        }
+    };
+    let base_path = dir.join(format!("{stem}-base.kld"));
+    eprintln!(
+        "[base] scoring {} on {} ({} tokens per chunk)",
+        base_model.display(),
+        text.display(),
+        args.ctx
+    );
+    let base = quality::write_base(&base_model, text, &base_path, &scoring)?;
+    let mut rows = Vec::new();
+    for (i, ft) in args.report.iter().enumerate() {
+        let out = dir.join(format!("{stem}-{}.gguf", ft.name));
+        eprintln!(
+            "[{}/{}] {}: quantizing to {}",
+            i + 1,
+            args.report.len(),
+            ft.name,
+            out.display()
+        );
+        let report = quantize(args, input, *ft, &out)?;
+        eprintln!("[{}/{}] {}: scoring", i + 1, args.report.len(), ft.name);
+        let (kld, mem) = quality::compare(&out, &base, &scoring, args.report_ctx)?;
+        let params: u64 = report.tensors.iter().map(|t| t.n_elements).sum();
+        let bytes: u64 = report.tensors.iter().map(|t| t.bytes).sum();
+        rows.push(QualityRow {
+            file_type: ft.name.to_string(),
+            file_bytes: std::fs::metadata(&out).map(|m| m.len()).unwrap_or(bytes),
+            path: out,
+            bits_per_weight: bytes as f64 * 8.0 / params.max(1) as f64,
+            memory_at_ctx: mem.total(),
+            kld,
+        });
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "base": base_model.display().to_string(),
+                "text": text.display().to_string(),
+                "n_ctx": base.n_ctx,
+                "chunks": base.n_chunk,
+                "memory_ctx": args.report_ctx,
+                "types": rows,
+            })
+        );
+    } else {
+        println!(
+            "against {} on {} ({} chunk(s) of {} tokens, second halves scored)",
+            base_model.display(),
+            text.display(),
+            base.n_chunk,
+            base.n_ctx
+        );
+        print!("{}", quality::table(&rows, args.report_ctx));
+    }
     Ok(())
 }
 
@@ -230,7 +353,7 @@ impl Progress for Bar {
     }
 }
 
-fn print_summary(input: &Input, args: &Args, report: &Report) {
+fn print_summary(input: &Input, ft: FileType, report: &Report) {
     let mut by_type: BTreeMap<GgmlType, (usize, u64)> = BTreeMap::new();
     for t in &report.tensors {
         let e = by_type.entry(t.ty).or_default();
@@ -242,11 +365,7 @@ fn print_summary(input: &Input, args: &Args, report: &Report) {
     let out_size = std::fs::metadata(&report.output)
         .map(|m| m.len())
         .unwrap_or(0);
-    eprintln!(
-        "wrote {} ({})",
-        report.output.display(),
-        args.file_type.name
-    );
+    eprintln!("wrote {} ({})", report.output.display(), ft.name);
     for (ty, (n, b)) in &by_type {
         eprintln!("  {:<6} {:>4} tensors {:>10}", ty.name(), n, gb(*b));
     }

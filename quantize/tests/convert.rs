@@ -198,7 +198,27 @@ fn requantizing_an_f16_gguf_equals_converting_directly() {
     quantize_ok(&ck, &f16, "f16");
     let from_gguf = quantize_ok(&f16, &dir.path().join("a.gguf"), "q4_k_m");
     let direct = quantize_ok(&ck, &dir.path().join("b.gguf"), "q4_k_m");
-    assert!(tensor_bytes(&from_gguf) == tensor_bytes(&direct));
+    // The same tensors; a GGUF input's come in llama-quantize's order (by layer, then
+    // name), a checkpoint's in convert_hf_to_gguf's.
+    let (mut a, mut b) = (tensor_bytes(&from_gguf), tensor_bytes(&direct));
+    let order = |t: &(String, GgmlType, Vec<u64>, Vec<u8>)| {
+        let layer =
+            t.0.strip_prefix("blk.")
+                .and_then(|r| r.split('.').next()?.parse::<i64>().ok());
+        (layer.unwrap_or(-1), t.0.clone())
+    };
+    assert_eq!(
+        a.iter().map(order).collect::<Vec<_>>(),
+        {
+            let mut o: Vec<_> = a.iter().map(order).collect();
+            o.sort();
+            o
+        },
+        "a GGUF input's tensors in llama-quantize's order"
+    );
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    assert!(a == b);
     assert_eq!(from_gguf.get_uint("general.file_type").unwrap(), 15);
     // Requantizing an already quantized file is refused, naming a tensor.
     let o = quantize(
@@ -395,6 +415,71 @@ fn bad_inputs_give_named_errors_and_no_output() {
     expect_failure(&ck, &out, "model.layers.1.");
 
     expect_failure(&dir.path().join("nowhere"), &out, "no such file or folder");
+}
+
+/// `--report`: one row per type, in order, each file written and scored against the
+/// F16 conversion; more bits give less divergence.
+#[test]
+fn report_scores_each_type_against_the_f16_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, common::calibration_text()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_phiq-quantize"))
+        .arg(oracle_checkpoint())
+        .args([
+            "--report",
+            "q8_0,q4_0",
+            "--ctx",
+            "64",
+            "--chunks",
+            "2",
+            "--json",
+            "-q",
+        ])
+        .arg("--text")
+        .arg(&text)
+        .arg("-o")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = j["types"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["file_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["q8_0", "q4_0"]);
+    for r in rows {
+        let path = PathBuf::from(r["path"].as_str().unwrap());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            r["file_bytes"].as_u64().unwrap()
+        );
+        assert_eq!(r["kld"]["count"].as_u64(), Some(2 * 31));
+    }
+    let kld = |i: usize| rows[i]["kld"]["kld"]["value"].as_f64().unwrap();
+    assert!(0.0 < kld(0) && kld(0) < kld(1), "{j}");
+    let bpw = |i: usize| rows[i]["bits_per_weight"].as_f64().unwrap();
+    assert!(bpw(0) > bpw(1), "{j}");
+    assert!(dir.path().join("checkpoint-f16.gguf").exists());
+    // A type and --report together, and --report without a text, are usage errors.
+    for args in [
+        vec!["--report", "q4_0", "--type", "q4_0", "--text", "t"],
+        vec!["--report", "q4_0"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_phiq-quantize"))
+            .arg(oracle_checkpoint())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
 
 #[test]
