@@ -12,6 +12,8 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) mod f32_rows;
 pub mod matmul;
 pub mod scalar;
 #[cfg(test)]
@@ -120,6 +122,27 @@ pub struct TypeKernels {
 /// rounding per element, not bit for bit.
 pub type AxpyFn = fn(a: f32, x: &[f32], y: &mut [f32]);
 
+/// `y += Σ_k a[k]·x_k`, where `x_k` is the `y.len()` elements of `x` from `k·stride`
+/// (a LoRA merge: a row of `W` gains `B[i][k]·A[k]` for each of the `r` rows of
+/// `A`). SIMD paths round once per product (a fused multiply-add, in `k` order), the
+/// scalar reference twice, so results agree within two roundings per product.
+/// Panics if `x` is shorter than the rows.
+pub type AxpyRowsFn = fn(a: &[f32], x: &[f32], stride: usize, y: &mut [f32]);
+
+/// The bounds of [`AxpyRowsFn`]: `rows` rows of `n` at `stride` inside `len`
+/// elements (a release-mode panic; the merge passes whole factors).
+#[inline]
+pub(crate) fn check_axpy_rows(rows: usize, len: usize, stride: usize, n: usize) {
+    assert!(
+        rows == 0
+            || (rows - 1)
+                .checked_mul(stride)
+                .and_then(|e| e.checked_add(n))
+                .is_some_and(|e| e <= len),
+        "{rows} rows of {n} f32 at stride {stride} do not fit {len}"
+    );
+}
+
 /// Attention of one head over an F16 cache, read as stored (a path's record where
 /// it has one; elsewhere the model widens the cache to f32 rows). Rows are the
 /// head's `2·head_dim` bytes at multiples of `stride` in the slice given.
@@ -165,6 +188,7 @@ pub struct Kernels {
     /// Tiles disabled (tests, benchmarks): every product goes row by row.
     rows_only: bool,
     pub axpy: AxpyFn,
+    pub axpy_rows: AxpyRowsFn,
     /// Attention over an F16 cache as stored, on paths that have it.
     pub attn_f16: Option<AttnF16>,
 }
@@ -220,6 +244,7 @@ impl Kernels {
             quantize_act: scalar::quantize_act,
             rows_only: false,
             axpy: scalar::axpy,
+            axpy_rows: scalar::axpy_rows,
             attn_f16: None,
         }
     }
@@ -231,7 +256,7 @@ impl Kernels {
         isa: Isa,
         types: fn(GgmlType) -> Option<TypeKernels>,
         quantize_act: fn(GgmlType) -> Option<QuantizeActFn>,
-        axpy: AxpyFn,
+        (axpy, axpy_rows): (AxpyFn, AxpyRowsFn),
         attn_f16: Option<AttnF16>,
     ) -> Kernels {
         Kernels {
@@ -240,6 +265,7 @@ impl Kernels {
             quantize_act,
             rows_only: false,
             axpy,
+            axpy_rows,
             attn_f16,
         }
     }

@@ -71,6 +71,14 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `y += Σ_k a[k]·x_k` ([`super::AxpyRowsFn`]): one [`axpy`] per row, in `k` order.
+pub fn axpy_rows(a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    super::check_axpy_rows(a.len(), x.len(), stride, y.len());
+    for (k, &ak) in a.iter().enumerate() {
+        axpy(ak, &x[k * stride..][..y.len()], y);
+    }
+}
+
 /// The reference of [`AttnF16::scores`](super::AttnF16): each key row widened
 /// to f32 and dotted with `q` as [`vec_dot_f16_f32`] does.
 pub fn attn_scores_f16(q: &[f32], keys: &[u8], stride: usize, scores: &mut [f32]) {

@@ -703,3 +703,52 @@ fn axpy_matches_scalar_on_every_path() {
         }
     }
 }
+
+/// Every path against the scalar `y += Σ_k a[k]·x_k`: lengths around each vector
+/// width and its 4-vector blocks (and rows of Phi-2's widths), ranks 0 to 17,
+/// strides with NaN poison between the rows (a read outside them shows), zeros and
+/// extreme magnitudes. Each product rounds once on a SIMD path and twice in the
+/// reference, so each element may differ by two roundings of every partial sum.
+/// Rows that do not fit `x` panic on every path.
+#[test]
+fn axpy_rows_matches_scalar_on_every_path() {
+    let mut rng = Rng(0x51ab_0c0d_e5e1_7a11);
+    for k in paths() {
+        for n in (0..=70).chain([127, 128, 129, 511, 512, 2560]) {
+            for r in [0usize, 1, 2, 3, 4, 5, 8, 16, 17] {
+                let scale = [0.0f32, 1.0, 1e-30, 1e18][rng.next() as usize % 4];
+                let stride = n + (rng.next() % 5) as usize;
+                let mut x = vec![f32::NAN; r.saturating_sub(1) * stride + n];
+                for row in 0..r {
+                    for v in &mut x[row * stride..row * stride + n] {
+                        *v = (rng.unit() - 0.5) * 2.0 * scale;
+                    }
+                }
+                let a: Vec<f32> = (0..r).map(|_| (rng.unit() - 0.5) * 6.0).collect();
+                let y0: Vec<f32> = (0..n).map(|_| (rng.unit() - 0.5) * 2.0 * scale).collect();
+                let (mut got, mut want) = (y0.clone(), y0.clone());
+                (k.axpy_rows)(&a, &x, stride, &mut got);
+                scalar::axpy_rows(&a, &x, stride, &mut want);
+                for i in 0..n {
+                    let terms: f32 = y0[i].abs()
+                        + (0..r)
+                            .map(|j| (a[j] * x[j * stride + i]).abs())
+                            .sum::<f32>();
+                    let tol = 2.0 * (r as f32 + 1.0) * f32::EPSILON * terms;
+                    assert!(
+                        (got[i] - want[i]).abs() <= tol,
+                        "{}: n {n} r {r} stride {stride} scale {scale} element {i}: {} vs {}",
+                        k.isa.name(),
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+        let short = vec![0f32; 2 * 40 + 39];
+        let r = std::panic::catch_unwind(|| {
+            (k.axpy_rows)(&[1.0, 2.0, 3.0], &short, 40, &mut [0f32; 40])
+        });
+        assert!(r.is_err(), "{}: rows beyond x must panic", k.isa.name());
+    }
+}

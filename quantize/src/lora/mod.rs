@@ -104,9 +104,9 @@ enum Loaded<'a> {
 
 /// The edits of one planned tensor, applied to each chunk of its rows.
 pub struct TensorMerge<'a> {
-    /// `y += a·x` of the kernel table: the merge's only arithmetic (r of them per row).
+    /// `y += Σ_k a[k]·x_k` of the kernel table: the merge's only arithmetic.
     /// (Detected only for a tensor with edits.)
-    axpy: Option<phiq::kernels::AxpyFn>,
+    axpy_rows: Option<phiq::kernels::AxpyRowsFn>,
     row_len: usize,
     one_d: bool,
     edits: Vec<(Range<usize>, usize, Loaded<'a>)>,
@@ -143,9 +143,9 @@ impl Lora {
             }
         }
         Ok(TensorMerge {
-            axpy: match edits.is_empty() {
+            axpy_rows: match edits.is_empty() {
                 true => None,
-                false => Some(phiq::kernels::kernels()?.axpy),
+                false => Some(phiq::kernels::kernels()?.axpy_rows),
             },
             row_len: t.row_len(),
             one_d: t.shape.len() == 1,
@@ -161,7 +161,7 @@ const COLS: usize = 512;
 
 /// `x[i] += Σ_k coef[i][k] · dir[k]` for each row `i` of `x` (`row_len` long).
 fn low_rank(
-    axpy: phiq::kernels::AxpyFn,
+    axpy_rows: phiq::kernels::AxpyRowsFn,
     coef: &[f32],
     dir: &[f32],
     r: usize,
@@ -175,13 +175,7 @@ fn low_rank(
                 let c1 = (c0 + COLS).min(row_len);
                 for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                     let c = &coef[(g * ROWS + i) * r..][..r];
-                    for (k, &ck) in c.iter().enumerate() {
-                        axpy(
-                            ck,
-                            &dir[k * row_len + c0..k * row_len + c1],
-                            &mut row[c0..c1],
-                        );
-                    }
+                    axpy_rows(c, &dir[c0..], row_len, &mut row[c0..c1]);
                 }
             }
         });
@@ -214,9 +208,9 @@ impl TensorMerge<'_> {
             let chunk = &mut x[(lo - row0) * self.row_len..(hi - row0) * self.row_len];
             match edit {
                 Loaded::LowRank { coef, dir, r } => {
-                    let axpy = self.axpy.expect("detected for a tensor with edits");
+                    let axpy_rows = self.axpy_rows.expect("detected for a tensor with edits");
                     let first = lo - rows.start;
-                    low_rank(axpy, &coef[first * r..], dir, *r, self.row_len, chunk);
+                    low_rank(axpy_rows, &coef[first * r..], dir, *r, self.row_len, chunk);
                 }
                 Loaded::Replace(a, t) => {
                     let first = (src_row0 + lo - rows.start) * self.row_len;

@@ -11,6 +11,8 @@ use core::arch::asm;
 
 use half::f16;
 
+use super::Neon;
+use crate::kernels::f32_rows::{self, F32Vector};
 use crate::kernels::{QuantizeActFn, VecDotFn, scalar};
 use crate::quant::{self, BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType, QK_K, QK8_0};
 
@@ -438,6 +440,45 @@ pub(super) fn quantize_act(act: GgmlType) -> Option<QuantizeActFn> {
 pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     // SAFETY: NEON is part of every aarch64 target this crate builds for.
     unsafe { axpy_neon(a, x, y) }
+}
+
+/// The LoRA merge's update ([`f32_rows::axpy_rows`]) on four lanes (every path).
+pub(super) fn axpy_rows(a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    // SAFETY: NEON is part of every aarch64 target this crate builds for; the proof
+    // is taken all the same.
+    unsafe { axpy_rows_neon(Neon::get(), a, x, stride, y) }
+}
+
+#[target_feature(enable = "neon")]
+fn axpy_rows_neon(s: Neon, a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    f32_rows::axpy_rows(s, a, x, stride, y)
+}
+
+// SAFETY: a `Neon` exists only after detecting NEON, all these use; LD1/ST1 take any
+// alignment.
+unsafe impl F32Vector for Neon {
+    type V = float32x4_t;
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> float32x4_t {
+        // SAFETY: the caller's pointer is valid for 4 reads; see the impl.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller's pointer is valid for 4 writes; see the impl.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    fn splat(self, a: f32) -> float32x4_t {
+        // SAFETY: see the impl.
+        unsafe { vdupq_n_f32(a) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: float32x4_t, x: float32x4_t, y: float32x4_t) -> float32x4_t {
+        // SAFETY: see the impl.
+        unsafe { vfmaq_f32(y, a, x) }
+    }
 }
 
 #[target_feature(enable = "neon")]

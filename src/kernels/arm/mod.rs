@@ -147,7 +147,7 @@ pub fn table(isa: Isa) -> Option<Kernels> {
         isa,
         types,
         common::quantize_act,
-        common::axpy,
+        (common::axpy, common::axpy_rows),
         (isa != Isa::Neon).then(attn_fp16::kernels),
     ))
 }

@@ -22,6 +22,8 @@ use core::arch::x86_64::*;
 use bytemuck::Zeroable;
 use half::f16;
 
+use super::{Avx2, Avx512};
+use crate::kernels::f32_rows::{self, F32Vector};
 use crate::quant::{
     self, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
     BlockQ8_1, BlockQ8_K,
@@ -675,6 +677,72 @@ pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
     for (y, &x) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
         *y = a.mul_add(x, *y);
+    }
+}
+
+/// [`f32_rows::axpy_rows`] on eight lanes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn axpy_rows(s: Avx2, a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    f32_rows::axpy_rows(s, a, x, stride, y)
+}
+
+/// [`f32_rows::axpy_rows`] on sixteen lanes.
+#[target_feature(enable = "avx2,fma,avx512f")]
+pub(super) fn axpy_rows_512(s: Avx512, a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    f32_rows::axpy_rows(s, a, x, stride, y)
+}
+
+// SAFETY: an `Avx2` exists only after detecting AVX2 and FMA, all these use; loads
+// and stores take any alignment.
+unsafe impl F32Vector for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m256 {
+        // SAFETY: the caller's pointer is valid for 8 reads; see the impl.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m256) {
+        // SAFETY: the caller's pointer is valid for 8 writes; see the impl.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    fn splat(self, a: f32) -> __m256 {
+        // SAFETY: see the impl.
+        unsafe { _mm256_set1_ps(a) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m256, x: __m256, y: __m256) -> __m256 {
+        // SAFETY: see the impl.
+        unsafe { _mm256_fmadd_ps(a, x, y) }
+    }
+}
+
+// SAFETY: an `Avx512` exists only after detecting AVX-512F, all these use; loads and
+// stores take any alignment.
+unsafe impl F32Vector for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> __m512 {
+        // SAFETY: the caller's pointer is valid for 16 reads; see the impl.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller's pointer is valid for 16 writes; see the impl.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    fn splat(self, a: f32) -> __m512 {
+        // SAFETY: see the impl.
+        unsafe { _mm512_set1_ps(a) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m512, x: __m512, y: __m512) -> __m512 {
+        // SAFETY: see the impl.
+        unsafe { _mm512_fmadd_ps(a, x, y) }
     }
 }
 

@@ -27,7 +27,9 @@ use std::borrow::Cow;
 use bytemuck::Pod;
 
 use super::tile::{self, Format, PerFormat};
-use super::{Isa, Kernels, QuantizeActFn, TileKernel, TypeKernels, VecDotFn, scalar};
+use super::{
+    AxpyFn, AxpyRowsFn, Isa, Kernels, QuantizeActFn, TileKernel, TypeKernels, VecDotFn, scalar,
+};
 use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType};
 
 /// Proof that this CPU has AVX2, FMA and F16C: only [`Avx2::detect`] makes one.
@@ -103,10 +105,15 @@ pub fn available() -> Vec<Isa> {
 pub fn table(isa: Isa) -> Option<Kernels> {
     match isa {
         Isa::Avx2 => {
-            Avx2::detect().map(|_| Kernels::simd(isa, avx2_types, avx2_quantize_act, axpy, None))
+            let f32_rows = (axpy as AxpyFn, axpy_rows_avx2 as AxpyRowsFn);
+            Avx2::detect()
+                .map(|_| Kernels::simd(isa, avx2_types, avx2_quantize_act, f32_rows, None))
         }
-        Isa::Avx512 => Avx512::detect()
-            .map(|_| Kernels::simd(isa, avx512_types, avx2_quantize_act, axpy, None)),
+        Isa::Avx512 => {
+            let f32_rows = (axpy as AxpyFn, axpy_rows_avx512 as AxpyRowsFn);
+            Avx512::detect()
+                .map(|_| Kernels::simd(isa, avx512_types, avx2_quantize_act, f32_rows, None))
+        }
         _ => None,
     }
 }
@@ -155,6 +162,18 @@ fn avx512_types(ty: GgmlType) -> Option<TypeKernels> {
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     // SAFETY: only `table` hands this out, after detecting AVX2 and FMA.
     unsafe { avx2::axpy(a, x, y) }
+}
+
+/// The LoRA merge's update on 256-bit vectors.
+fn axpy_rows_avx2(a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    // SAFETY: only `table` hands this out, after detecting AVX2 and FMA.
+    unsafe { avx2::axpy_rows(Avx2::get(), a, x, stride, y) }
+}
+
+/// The LoRA merge's update on 512-bit vectors (its rows are thousands of elements).
+fn axpy_rows_avx512(a: &[f32], x: &[f32], stride: usize, y: &mut [f32]) {
+    // SAFETY: only `table` hands this out, after detecting AVX-512.
+    unsafe { avx2::axpy_rows_512(Avx512::get(), a, x, stride, y) }
 }
 
 /// The `n / qk` blocks (`crate::quant`'s structs) of a row of `n` elements at the
