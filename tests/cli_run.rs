@@ -1,16 +1,18 @@
 //! `phiq run`, `tokenize`, `perplexity` and `chat` as a user runs them, against the
 //! transformers reference, plus the inputs that must fail cleanly.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/oracle.rs"]
 mod oracle;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use cli::{fails_with, ok_json, phiq};
 use phiq::gguf::{GgufFile, GgufWriter, MetaValue, TensorSpec};
-use serde_json::Value;
 
 /// The reference checkpoint as an F16 GGUF, made once for all tests of this file.
 fn model() -> &'static Path {
@@ -25,39 +27,6 @@ fn model() -> &'static Path {
         (dir, path)
     });
     path
-}
-
-fn phiq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phiq"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let o = phiq(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-/// Fails cleanly: exit 1 (2 for a bad flag, as clap does; never a panic's 101 or a
-/// signal) and a message with `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let o = phiq(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        matches!(o.status.code(), Some(1 | 2)),
-        "{args:?}: {:?} {stderr}",
-        o.status
-    );
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: expected {needle:?} in {stderr}"
-    );
 }
 
 fn m() -> &'static str {

@@ -2,6 +2,8 @@
 //! independent f64 model's activations, both of llama.cpp's file formats, what the
 //! weights do to quantization, and the files that must be refused.
 
+#[path = "support/cli.rs"]
+mod cli;
 mod common;
 #[path = "support/oracle.rs"]
 mod oracle;
@@ -10,9 +12,9 @@ mod reference_f64;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use cli::{phiq, s};
 use phiq::gguf::GgufFile;
 use phiq::imatrix::{self, Format};
 use phiq::quant::{self, GgmlType};
@@ -68,17 +70,6 @@ fn fixture() -> &'static Fixture {
             dat,
         }
     })
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn phiq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phiq"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// The dumps of the f64 reference's product inputs for the chunks `phiq imatrix`

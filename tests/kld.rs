@@ -2,17 +2,18 @@
 //! reimplementation of llama-perplexity's reader, the statistics against numpy from
 //! the same logits, and the base files that must be refused.
 
+#[path = "support/cli.rs"]
+mod cli;
 mod common;
 #[path = "support/oracle.rs"]
 mod oracle;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use cli::{fails_with, ok_json, s};
 use phiq::kld::BaseFile;
 use phiq::model::{KvType, Logits, Model};
-use serde_json::Value;
 
 const CTX: usize = 64;
 
@@ -58,27 +59,6 @@ fn fixture() -> &'static Fixture {
             base,
         }
     })
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn phiq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phiq"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let o = phiq(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// The logits of `model` at the base file's scored positions, as phiq perplexity
@@ -195,16 +175,6 @@ fn half_window_scoring_matches_the_base_runs_perplexity() {
     assert!(
         all["scored"].as_u64() > half["scored"].as_u64(),
         "{all} {half}"
-    );
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let o = phiq(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: expected {needle:?} in {stderr}"
     );
 }
 

@@ -140,6 +140,22 @@ impl ModelArgs {
         Ok(n)
     }
 
+    /// The chunk length of a chunked evaluation (llama.cpp's tools' 512 tokens, or the
+    /// model's context if shorter, unless --ctx), at least `min` (what `mode` needs).
+    pub fn chunk_ctx(&self, model: &Model, min: usize, mode: &str) -> Result<usize> {
+        let n = self.ctx.unwrap_or(LLAMA_CHUNK.min(model.hp.n_ctx_train));
+        if n < min {
+            bail!("--ctx must be at least {min} for {mode}");
+        }
+        if n > model.hp.n_ctx_train {
+            bail!(
+                "--ctx {n} exceeds the model's context of {} tokens",
+                model.hp.n_ctx_train
+            );
+        }
+        Ok(n)
+    }
+
     /// A session of `--ctx` tokens, after saying what memory the run needs and
     /// warning when that exceeds what the system has available.
     pub fn session<'m>(&self, model: &'m Model) -> Result<Session<'m>> {
@@ -184,6 +200,26 @@ pub fn prefill(s: &mut Session, tokens: &[u32], batch: usize) -> Result<Vec<f32>
 
 /// Set by Ctrl-C while an answer is being generated.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// llama-perplexity's and llama-imatrix's default chunk.
+const LLAMA_CHUNK: usize = 512;
+
+/// The chunks of `n_ctx` tokens to evaluate in `n_tokens` of `text`: every whole
+/// one, at most `chunks`; an error when there is not one.
+pub fn whole_chunks(
+    text: &str,
+    n_tokens: usize,
+    n_ctx: usize,
+    chunks: Option<usize>,
+) -> Result<usize> {
+    let whole = n_tokens / n_ctx;
+    if whole == 0 {
+        bail!(
+            "{text}: {n_tokens} tokens, fewer than one chunk of --ctx {n_ctx}: give a longer text or a smaller --ctx"
+        );
+    }
+    Ok(chunks.map_or(whole, |c| c.min(whole)))
+}
 
 pub struct Generated {
     pub tokens: Vec<u32>,

@@ -11,7 +11,7 @@ use phiq::imatrix::{self, Collector};
 use phiq::model::{Logits, Tap};
 use serde_json::json;
 
-use super::common::ModelArgs;
+use super::common::{ModelArgs, whole_chunks};
 use super::perplexity::token_nll;
 
 #[derive(Args)]
@@ -46,9 +46,6 @@ enum OutputFormat {
     Dat,
 }
 
-/// llama-imatrix's default chunk: 512 tokens (or the model's context if shorter).
-const DEFAULT_CTX: usize = 512;
-
 pub fn run(args: &ImatrixArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
@@ -68,29 +65,10 @@ pub fn run(args: &ImatrixArgs) -> Result<()> {
     );
     let loaded = args.model.load()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let n_ctx = args
-        .model
-        .ctx
-        .unwrap_or(DEFAULT_CTX.min(model.hp.n_ctx_train));
-    if n_ctx < 2 {
-        bail!("--ctx must be at least 2");
-    }
-    if n_ctx > model.hp.n_ctx_train {
-        bail!(
-            "--ctx {n_ctx} exceeds the model's context of {} tokens",
-            model.hp.n_ctx_train
-        );
-    }
+    let n_ctx = args.model.chunk_ctx(model, 2, "an importance matrix")?;
     let ids = tok.encode(&text)?;
-    let whole = ids.len() / n_ctx;
-    if whole == 0 {
-        bail!(
-            "{}: {} tokens, fewer than one chunk of --ctx {n_ctx}: give a longer text or a smaller --ctx",
-            args.file.display(),
-            ids.len()
-        );
-    }
-    let n_chunks = args.chunks.map_or(whole, |c| c.min(whole));
+    let name = args.file.display().to_string();
+    let n_chunks = whole_chunks(&name, ids.len(), n_ctx, args.chunks)?;
     let mut collector = Collector::new(model, args.process_output);
     let bar = progress(n_chunks, args.json);
     let n_vocab = model.hp.n_vocab;

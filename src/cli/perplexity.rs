@@ -10,7 +10,7 @@ use phiq::kld::{BaseFile, BaseWriter, KldReport, KldStats, Scored, for_each_scor
 use phiq::model::{Logits, Model};
 use serde_json::json;
 
-use super::common::ModelArgs;
+use super::common::{ModelArgs, whole_chunks};
 
 #[derive(Args)]
 pub struct PerplexityArgs {
@@ -47,9 +47,6 @@ enum Scoring {
     Half,
 }
 
-/// llama-perplexity's default chunk.
-const LLAMA_CTX: usize = 512;
-
 pub fn run(args: &PerplexityArgs) -> Result<()> {
     if args.chunks == Some(0) {
         bail!("--chunks must be at least 1");
@@ -74,34 +71,16 @@ fn text_ids(args: &PerplexityArgs, tok: &phiq::tokenizer::Tokenizer) -> Result<V
 /// The chunk length for llama-perplexity's scoring: --ctx, else 512 (or the model's
 /// context if shorter).
 fn llama_ctx(args: &PerplexityArgs, model: &Model) -> Result<usize> {
-    let n = args
-        .model
-        .ctx
-        .unwrap_or(LLAMA_CTX.min(model.hp.n_ctx_train));
-    if n < 4 {
-        bail!("--ctx must be at least 4 for half-window scoring");
-    }
-    if n > model.hp.n_ctx_train {
-        bail!(
-            "--ctx {n} exceeds the model's context of {} tokens",
-            model.hp.n_ctx_train
-        );
-    }
-    Ok(n)
+    args.model.chunk_ctx(model, 4, "half-window scoring")
 }
 
 /// Whole chunks of `n_ctx` in `n_tokens`, at most --chunks; at least one.
 fn n_chunks(args: &PerplexityArgs, n_tokens: usize, n_ctx: usize) -> Result<usize> {
-    let whole = n_tokens / n_ctx;
-    if whole == 0 {
-        bail!(
-            "{}: {n_tokens} tokens, fewer than one chunk of --ctx {n_ctx}",
-            args.file
-                .as_ref()
-                .map_or("the text".into(), |f| f.display().to_string())
-        );
-    }
-    Ok(args.chunks.map_or(whole, |c| c.min(whole)))
+    let text = args
+        .file
+        .as_ref()
+        .map_or("the text".into(), |f| f.display().to_string());
+    whole_chunks(&text, n_tokens, n_ctx, args.chunks)
 }
 
 /// Every next-token prediction inside each chunk of `--ctx` tokens, with no BOS
