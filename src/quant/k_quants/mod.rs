@@ -163,6 +163,11 @@ fn weighted_sq_error(x: &[f32], w: &[f32], l: &[u8], scale: f32, min: f32) -> f3
 /// then a search over 18 nearby inverse scales for the best weighted fit. The weights
 /// are `qw` (importance, as `quantize_row_*_impl` passes them) or else `x²`. Writes
 /// `level + nmax` to `l`; returns the scale.
+///
+/// The 19 candidates' sums are independent, so they run side by side, one lane
+/// each ([`QX_LANES`]): every lane adds its terms in C's order and rounding, so each
+/// sum is C's to the bit, and the choice among them runs in C's order afterwards.
+/// (One candidate after another, each sum is a chain of dependent additions.)
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -177,43 +182,63 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f3
         l.fill(0);
         return 0.0;
     }
-    let iscale = -(nmax as f32) / max;
-    for (li, &xi) in l.iter_mut().zip(x) {
-        *li = (symmetric_level(iscale, xi, nmax) + nmax) as i8;
+    // C's first candidate, then `is` = -9..=9 without 0; spare lanes repeat the first.
+    let mut iscale = [-(nmax as f32) / max; QX_LANES];
+    for (c, is) in (-9..=9).filter(|&is| is != 0).enumerate() {
+        iscale[c + 1] = -(nmax as f32 + 0.1 * is as f32) / max;
     }
-    let (sumlx, suml2) = weighted_level_sums(x, qw, iscale, nmax);
-    // C tests the float itself (`suml2 ? ...`), so NaN takes the division branch.
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in (-9..=9).filter(|&is| is != 0) {
-        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        let (sumlx, suml2) = weighted_level_sums(x, qw, iscale, nmax);
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for (li, &xi) in l.iter_mut().zip(x) {
-                *li = (symmetric_level(iscale, xi, nmax) + nmax) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
+    let (lo, hi) = (-nmax as f32, (nmax - 1) as f32);
+    let (mut sumlx, mut suml2) = ([0f32; QX_LANES], [0f32; QX_LANES]);
+    for (i, &xi) in x.iter().enumerate() {
+        let w = qw.map_or(xi * xi, |q| q[i]);
+        let wx = w * xi;
+        for c in 0..QX_LANES {
+            let lf = symmetric_level_f32(iscale[c] * xi, lo, hi);
+            sumlx[c] += wx * lf;
+            suml2[c] += w * lf * lf;
         }
+    }
+    // C tests the float itself (`suml2 ? ...`), so NaN takes the division branch.
+    let mut scale = if suml2[0] != 0.0 {
+        sumlx[0] / suml2[0]
+    } else {
+        0.0
+    };
+    let mut best = scale * sumlx[0];
+    let mut chosen = 0;
+    for c in 1..QX_CANDIDATES {
+        if suml2[c] > 0.0 && sumlx[c] * sumlx[c] > best * suml2[c] {
+            scale = sumlx[c] / suml2[c];
+            best = scale * sumlx[c];
+            chosen = c;
+        }
+    }
+    for (li, &xi) in l.iter_mut().zip(x) {
+        *li = (symmetric_level(iscale[chosen], xi, nmax) + nmax) as i8;
     }
     scale
 }
+
+/// The inverse scales [`make_qx_quants`] tries.
+const QX_CANDIDATES: usize = 19;
+/// Lanes of its side-by-side sums: the candidates, rounded up to whole 4-lane vectors.
+const QX_LANES: usize = 20;
 
 #[inline]
 fn symmetric_level(iscale: f32, x: f32, nmax: i32) -> i32 {
     ggml_nearest_int(iscale * x).clamp(-nmax, nmax - 1)
 }
 
-/// `(Σ w·x·l, Σ w·l²)` with `w = qw` or `x²`, accumulated in ggml's order.
-fn weighted_level_sums(x: &[f32], qw: Option<&[f32]>, iscale: f32, nmax: i32) -> (f32, f32) {
-    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for (i, &xi) in x.iter().enumerate() {
-        let lf = symmetric_level(iscale, xi, nmax) as f32;
-        let w = qw.map_or(xi * xi, |q| q[i]);
-        sumlx += w * xi * lf;
-        suml2 += w * lf * lf;
-    }
-    (sumlx, suml2)
+/// [`symmetric_level`] as a float, `v = iscale·x`: adding and removing 1.5·2²³
+/// rounds to the nearest integer, ties to even, exactly as `ggml_nearest_int` does
+/// for |v| < 2²² (here |v| <= nmax + 1); the clamp then needs no conversion, so the
+/// lanes vectorise.
+#[inline(always)]
+fn symmetric_level_f32(v: f32, lo: f32, hi: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let r = (v + MAGIC) - MAGIC;
+    let r = if r < lo { lo } else { r };
+    if r > hi { hi } else { r }
 }
 
 /// ggml's `make_qp_quants`: non-negative levels `0..=nmax` for non-negative `x` (the
