@@ -5,7 +5,8 @@
 # THREADS threads (default 2), ROUNDS rounds (default 3), with the importance matrix
 # when given (both tools read its GGUF format). Prints each run's wall and CPU
 # seconds and peak anonymous memory (benches/peak_mem.sh), then the median of the
-# per-round ratios. Build llama.cpp yourself; nothing of it is in this repository.
+# per-round ratios, and whether the two files' tensors are identical (gguf-py in .venv,
+# or PHIQ_PYTHON). Build llama.cpp yourself; nothing of it is in this repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 llama=${1:?usage: benches/quantize_vs_llama.sh LLAMA_QUANTIZE HF_DIR F16_GGUF TYPE [IMATRIX]}
@@ -50,3 +51,15 @@ printf '%s\n' "${ratios[@]}" | python3 -c '
 import sys, statistics as s
 rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
 print(f"median ratio phiq/llama: wall {s.median(r[0] for r in rows):.3f}, cpu {s.median(r[1] for r in rows):.3f}")'
+# The two files' tensors, by name: type, shape and data bytes (the metadata differs:
+# one was converted from the checkpoint, the other from the F16 GGUF).
+"${PHIQ_PYTHON:-.venv/bin/python}" - "$out/phiq.gguf" "$out/llama.gguf" <<'PY'
+import sys
+from gguf import GGUFReader
+a, b = ({t.name: t for t in GGUFReader(f).tensors} for f in sys.argv[1:3])
+differ = [n for n in a if n not in b or a[n].tensor_type != b[n].tensor_type
+          or list(a[n].shape) != list(b[n].shape) or a[n].data.tobytes() != b[n].data.tobytes()]
+differ += [n for n in b if n not in a]
+print(f"tensors: {len(a)} and {len(b)}, {len(differ)} differ" + (f": {differ[:5]}" if differ else " (identical type, shape and bytes)"))
+sys.exit(1 if differ else 0)
+PY
