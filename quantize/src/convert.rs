@@ -25,8 +25,8 @@ const CHUNK_ELEMENTS: usize = 1 << 23;
 
 /// Rows one thread reads, merges and quantizes in a row, while they are in its cache
 /// (160 KB of f32 for Phi-2's 2560 columns, 640 KB for fc2's 10240): in three passes
-/// over the whole chunk, each pass would bring the chunk back from memory. Matches
-/// the LoRA merge's rows per block of its factors.
+/// over the whole chunk, each pass would bring the chunk back from memory. The LoRA
+/// merge serves all of them from each block of its factors.
 const GROUP_ROWS: usize = 16;
 
 /// Where the weights come from.

@@ -15,7 +15,6 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use memmap2::Mmap;
-use rayon::prelude::*;
 
 mod config;
 
@@ -154,9 +153,9 @@ impl Lora {
     }
 }
 
-/// Rows the merge takes per task, and columns per pass: a block of `dir` (`r` x
-/// [`COLS`] floats, 32 KB at rank 16) stays in L1 while it serves every row of the task.
-const ROWS: usize = 16;
+/// Columns per pass: a block of `dir` (`r` x [`COLS`] floats, 32 KB at rank 16) stays
+/// in L1 while it serves every row of the call (the converter's group of rows, which
+/// one thread reads, merges and quantizes).
 const COLS: usize = 512;
 
 /// `x[i] += Σ_k coef[i][k] · dir[k]` for each row `i` of `x` (`row_len` long).
@@ -168,17 +167,12 @@ fn low_rank(
     row_len: usize,
     x: &mut [f32],
 ) {
-    x.par_chunks_mut(row_len * ROWS)
-        .enumerate()
-        .for_each(|(g, rows)| {
-            for c0 in (0..row_len).step_by(COLS) {
-                let c1 = (c0 + COLS).min(row_len);
-                for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                    let c = &coef[(g * ROWS + i) * r..][..r];
-                    axpy_rows(c, &dir[c0..], row_len, &mut row[c0..c1]);
-                }
-            }
-        });
+    for c0 in (0..row_len).step_by(COLS) {
+        let c1 = (c0 + COLS).min(row_len);
+        for (row, c) in x.chunks_exact_mut(row_len).zip(coef.chunks_exact(r)) {
+            axpy_rows(c, &dir[c0..], row_len, &mut row[c0..c1]);
+        }
+    }
 }
 
 impl TensorMerge<'_> {
