@@ -12,6 +12,7 @@
 //! stored in a file dequantizes to NaN, as in ggml.
 
 pub mod float;
+pub mod iq4;
 pub mod k_quants;
 pub mod q4;
 pub mod q5;
@@ -19,6 +20,7 @@ pub mod q8;
 mod types;
 
 pub use float::*;
+pub use iq4::*;
 pub use k_quants::*;
 pub use q4::*;
 pub use q5::*;
@@ -71,7 +73,22 @@ pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | Q4_K | Q5_K | Q6_K | Q8_K
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q8_1
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | Q8_K
+            | IQ4_NL
+            | IQ4_XS
     )
 }
 
@@ -81,7 +98,20 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ4_NL
+            | IQ4_XS
     )
 }
 
@@ -151,6 +181,10 @@ pub fn quantize_row_weighted(
         (Q5_1, Some(w)) => with_blocks_mut(out, |b| quantize_row_q5_1_weighted(x, w, b)),
         (Q8_0, _) => with_blocks_mut(out, |b| quantize_row_q8_0_ref(x, b)),
         (Q8_1, _) => with_blocks_mut(out, |b| quantize_row_q8_1_ref(x, b)),
+        (Q2_K, None) => with_blocks_mut(out, |b| quantize_row_q2_k_ref(x, b)),
+        (Q2_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q2_k_weighted(x, w, b)),
+        (Q3_K, None) => with_blocks_mut(out, |b| quantize_row_q3_k_ref(x, b)),
+        (Q3_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q3_k_weighted(x, w, b)),
         (Q4_K, None) => with_blocks_mut(out, |b| quantize_row_q4_k_ref(x, b)),
         (Q4_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q4_k_weighted(x, w, b)),
         (Q5_K, None) => with_blocks_mut(out, |b| quantize_row_q5_k_ref(x, b)),
@@ -158,6 +192,10 @@ pub fn quantize_row_weighted(
         (Q6_K, None) => with_blocks_mut(out, |b| quantize_row_q6_k_ref(x, b)),
         (Q6_K, Some(w)) => with_blocks_mut(out, |b| quantize_row_q6_k_weighted(x, w, b)),
         (Q8_K, _) => with_blocks_mut(out, |b| quantize_row_q8_k_ref(x, b)),
+        (IQ4_NL, None) => with_blocks_mut(out, |b| quantize_row_iq4_nl(x, b)),
+        (IQ4_NL, Some(w)) => with_blocks_mut(out, |b| quantize_row_iq4_nl_weighted(x, w, b)),
+        (IQ4_XS, None) => with_blocks_mut(out, |b| quantize_row_iq4_xs(x, b)),
+        (IQ4_XS, Some(w)) => with_blocks_mut(out, |b| quantize_row_iq4_xs_weighted(x, w, b)),
         _ => return Err(QuantError::QuantizeUnsupported(ty)),
     }
     Ok(())
@@ -176,9 +214,13 @@ pub fn dequantize_row(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), 
         Q5_0 => with_blocks(data, |b| dequantize_row_q5_0(b, out)),
         Q5_1 => with_blocks(data, |b| dequantize_row_q5_1(b, out)),
         Q8_0 => with_blocks(data, |b| dequantize_row_q8_0(b, out)),
+        Q2_K => with_blocks(data, |b| dequantize_row_q2_k(b, out)),
+        Q3_K => with_blocks(data, |b| dequantize_row_q3_k(b, out)),
         Q4_K => with_blocks(data, |b| dequantize_row_q4_k(b, out)),
         Q5_K => with_blocks(data, |b| dequantize_row_q5_k(b, out)),
         Q6_K => with_blocks(data, |b| dequantize_row_q6_k(b, out)),
+        IQ4_NL => with_blocks(data, |b| dequantize_row_iq4_nl(b, out)),
+        IQ4_XS => with_blocks(data, |b| dequantize_row_iq4_xs(b, out)),
         _ => return Err(QuantError::DequantizeUnsupported(ty)),
     }
     Ok(())

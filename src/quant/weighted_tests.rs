@@ -7,7 +7,7 @@ use crate::testing::Rng;
 
 const ROWS: usize = 8;
 const N: usize = 1024;
-const WEIGHTED: [GgmlType; 7] = [
+const WEIGHTED: [GgmlType; 11] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -15,6 +15,10 @@ const WEIGHTED: [GgmlType; 7] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// Eight rows of 1024 (every path of the fits: an outlier, blocks spanning decades,
@@ -83,9 +87,31 @@ fn weighted_quantizers_match_ggml_known_answers() {
         0x85d7_5571_f4d0_ef8c,
         0xc7f0_a49d_720e_c454,
         0xf91f_bd55_f2ac_b688,
+        0x9f6e_9e75_5bfd_cce0,
+        0x73b0_b6f6_6982_c126,
+        0x92a1_aeb5_e9cd_eab7,
+        0xb897_26a1_aeeb_2243,
     ];
     for (ty, h) in WEIGHTED.into_iter().zip(expected) {
         let got = fnv1a(&quantize(ty, &x, Some(&w)));
+        assert_eq!(got, h, "{ty}: {got:#018x}");
+    }
+}
+
+/// Without weights, the same rows as `llama-quantize` writes them (`ggml_quantize_chunk`
+/// with no matrix: the `_ref` quantizers for Q2_K/Q3_K, and for IQ4 the same search as
+/// with weights, under `x²`), for the types the known-answer tests elsewhere do not cover.
+#[test]
+fn unweighted_new_types_match_ggml_known_answers() {
+    let (x, _) = golden();
+    let expected = [
+        (GgmlType::Q2_K, 0x2752_af60_ec51_e854u64),
+        (GgmlType::Q3_K, 0x2cdc_9bd9_1c44_4df6),
+        (GgmlType::IQ4_NL, 0xa5a5_3eb7_a7eb_a544),
+        (GgmlType::IQ4_XS, 0xe7ff_cc45_8447_4a5a),
+    ];
+    for (ty, h) in expected {
+        let got = fnv1a(&quantize(ty, &x, None));
         assert_eq!(got, h, "{ty}: {got:#018x}");
     }
 }

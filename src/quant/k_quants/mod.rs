@@ -13,6 +13,8 @@
 //! (x86 with `-march=native`: 11% of Q4_K, 27% of Q5_K blocks of varied rows). Rust never
 //! contracts, so phiq writes the same bytes on every host.
 
+mod q2_k;
+mod q3_k;
 mod q4_k;
 mod q5_k;
 mod q6_k;
@@ -20,6 +22,8 @@ mod q8_k;
 #[cfg(test)]
 mod tests;
 
+pub use q2_k::*;
+pub use q3_k::*;
 pub use q4_k::*;
 pub use q5_k::*;
 pub use q6_k::*;
@@ -29,7 +33,7 @@ use super::{K_SCALE_SIZE, QK_K};
 use half::f16;
 
 /// ggml's `GROUP_MAX_EPS`: below this largest magnitude a group counts as all zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`, including its results outside the ±2²² range its `assert`
 /// admits (release builds compile the assert out). Inside that range this equals
@@ -37,18 +41,20 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// value, and real rows get there: a row of f32 subnormals makes `63 / max_scale`
 /// infinite, which ggml turns into scale 0 where a saturating round would give 63.
 #[inline]
-fn ggml_nearest_int(x: f32) -> i32 {
+pub(crate) fn ggml_nearest_int(x: f32) -> i32 {
     let biased = (x + 12_582_912.0f32).to_bits();
     (biased & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
-/// Search grid of ggml's `make_qkx2_quants` for one K-quant type (`use_mad` is false
-/// for every type phiq writes, so only squared error is implemented).
+/// Search grid of ggml's `make_qkx2_quants` for one K-quant type.
 pub(crate) struct Qkx2Params {
     nmax: u8,
     rmin: f32,
     rdelta: f32,
     nstep: i32,
+    /// Fit the weighted absolute error (ggml's `use_mad`: Q2_K's reference) instead
+    /// of the squared one.
+    mad: bool,
 }
 
 /// ggml's `make_qkx2_quants`: fits `x ≈ scale·l - min_out` with levels `l` in
@@ -83,7 +89,7 @@ pub(crate) fn make_qkx2_quants(x: &[f32], w: &[f32], l: &mut [u8], p: &Qkx2Param
     for (li, &xi) in l.iter_mut().zip(x) {
         *li = level(iscale, xi, min, p.nmax);
     }
-    let mut best_error = weighted_sq_error(x, w, l, scale, min);
+    let mut best_error = weighted_error(x, w, l, scale, min, p.mad);
     let mut laux = [0u8; 32];
     let laux = &mut laux[..x.len()];
     let sums = Sums { w: sum_w, x: sum_x };
@@ -95,7 +101,7 @@ pub(crate) fn make_qkx2_quants(x: &[f32], w: &[f32], l: &mut [u8], p: &Qkx2Param
         else {
             continue;
         };
-        let cur_error = weighted_sq_error(x, w, laux, this_scale, this_min);
+        let cur_error = weighted_error(x, w, laux, this_scale, this_min, p.mad);
         if cur_error < best_error {
             l.copy_from_slice(laux);
             best_error = cur_error;
@@ -150,11 +156,11 @@ fn level(iscale: f32, x: f32, min: f32, nmax: u8) -> u8 {
     ggml_nearest_int(iscale * (x - min)).clamp(0, i32::from(nmax)) as u8
 }
 
-fn weighted_sq_error(x: &[f32], w: &[f32], l: &[u8], scale: f32, min: f32) -> f32 {
+fn weighted_error(x: &[f32], w: &[f32], l: &[u8], scale: f32, min: f32, mad: bool) -> f32 {
     let mut err = 0.0f32;
     for ((&xi, &wi), &li) in x.iter().zip(w).zip(l) {
         let diff = scale * f32::from(li) + min - xi;
-        err += wi * (diff * diff);
+        err += wi * if mad { diff.abs() } else { diff * diff };
     }
     err
 }
@@ -325,6 +331,7 @@ pub(crate) const fn weighted_search(nmax: u8) -> Qkx2Params {
         rmin: -0.9,
         rdelta: 0.05,
         nstep: 36,
+        mad: false,
     }
 }
 
@@ -511,4 +518,22 @@ fn sub_block_factors(d: f16, dmin: f16, scales: &[u8; K_SCALE_SIZE]) -> [(f32, f
         let (sc, m) = get_scale_min_k4(j, scales);
         (d * f32::from(sc), min * f32::from(m))
     })
+}
+
+/// Packs 2-bit levels as Q2_K and Q3_K store them: per 128 elements 32 bytes, bit
+/// pair `k` of byte `i` holding element `i + 32k`.
+fn pack_2bit(l: &[u8; QK_K]) -> [u8; QK_K / 4] {
+    let mut qs = [0u8; QK_K / 4];
+    for (q, lc) in qs.chunks_exact_mut(32).zip(l.chunks_exact(128)) {
+        for (i, qi) in q.iter_mut().enumerate() {
+            *qi = lc[i] | (lc[i + 32] << 2) | (lc[i + 64] << 4) | (lc[i + 96] << 6);
+        }
+    }
+    qs
+}
+
+/// The 2-bit code of element `i` of a super-block packed by [`pack_2bit`].
+#[inline]
+pub(crate) fn two_bit_code(qs: &[u8; QK_K / 4], i: usize) -> u8 {
+    (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3
 }

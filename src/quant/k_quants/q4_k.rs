@@ -26,6 +26,7 @@ const Q4_K_SEARCH: Qkx2Params = Qkx2Params {
     rmin: -1.0,
     rdelta: 0.1,
     nstep: 20,
+    mad: false,
 };
 
 /// ggml's `quantize_row_q4_K_ref`. `x.len()` must be `y.len() * QK_K`.

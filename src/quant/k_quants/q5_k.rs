@@ -24,6 +24,7 @@ const Q5_K_SEARCH: Qkx2Params = Qkx2Params {
     rmin: -0.5,
     rdelta: 0.1,
     nstep: 15,
+    mad: false,
 };
 
 /// ggml's `quantize_row_q5_K_ref`. `x.len()` must be `y.len() * QK_K`.

@@ -452,3 +452,23 @@ fn quantizers_match_ggml_known_answers() {
         );
     }
 }
+
+/// The same known-answer check for the formats added later, through
+/// `quantize_row` (one row of the whole input): hashes of `ggml_quantize_chunk`'s
+/// output without an importance matrix, which is what `llama-quantize` writes (the
+/// `_ref` quantizers for Q2_K and Q3_K; IQ4's search under `x²`).
+#[test]
+fn low_bit_quantizers_match_ggml_known_answers() {
+    let x = golden_input();
+    let expected = [
+        (GgmlType::Q2_K, 0x2687_97ae_3cc1_18ffu64),
+        (GgmlType::Q3_K, 0xb222_4742_75b3_ab90),
+        (GgmlType::IQ4_NL, 0xfebb_0746_e81c_cb10),
+        (GgmlType::IQ4_XS, 0x3a5e_a136_f7fe_a8ef),
+    ];
+    for (ty, h) in expected {
+        let mut out = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+        crate::quant::quantize_row(ty, &x, &mut out).unwrap();
+        assert_eq!(fnv1a(&out), h, "{ty}: {:#018x}", fnv1a(&out));
+    }
+}
