@@ -7,8 +7,9 @@ use half::f16;
 use super::{QuantizeActFn, VecDotFn};
 use crate::quant::k_quants::get_scale_min_k4;
 use crate::quant::{
-    self, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
-    BlockQ8_1, BlockQ8_K, GgmlType, QK_K, QK4_0, QK4_1, QK5_0, QK5_1, QK8_0,
+    self, BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType,
+    KVALUES_IQ4NL, QK_K, QK4_0, QK4_1, QK4_NL, QK5_0, QK5_1, QK8_0,
 };
 
 /// The scalar dot product for weights of type `ty`.
@@ -22,9 +23,13 @@ pub fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         Q5_0 => vec_dot_q5_0_q8_0,
         Q5_1 => vec_dot_q5_1_q8_1,
         Q8_0 => vec_dot_q8_0_q8_0,
+        Q2_K => vec_dot_q2_k_q8_k,
+        Q3_K => vec_dot_q3_k_q8_k,
         Q4_K => vec_dot_q4_k_q8_k,
         Q5_K => vec_dot_q5_k_q8_k,
         Q6_K => vec_dot_q6_k_q8_k,
+        IQ4_NL => vec_dot_iq4_nl_q8_0,
+        IQ4_XS => vec_dot_iq4_xs_q8_k,
         _ => return None,
     })
 }
@@ -235,6 +240,19 @@ pub(super) fn q5_1_isum(x: &BlockQ5_1, y: &BlockQ8_1) -> i32 {
     split_block_isum(&y.qs, |j| five_bit_codes(qh, &x.qs, j))
 }
 
+/// Σ w·a of an IQ4_NL block: each nibble stands for its [`KVALUES_IQ4NL`] value.
+pub(super) fn iq4_nl_isum(x: &BlockIQ4_NL, y: &BlockQ8_0) -> i32 {
+    split_block_isum(&y.qs, |j| {
+        let (lo, hi) = nibbles(x.qs[j]);
+        (iq4_value(lo), iq4_value(hi))
+    })
+}
+
+#[inline]
+fn iq4_value(code: i32) -> i32 {
+    i32::from(KVALUES_IQ4NL[code as usize])
+}
+
 /// Σ w·a of two Q8_0 blocks in codes.
 pub(super) fn q8_0_isum(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
     x.qs.iter()
@@ -270,6 +288,13 @@ pub fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sum_block_terms(n, QK5_1, w, a, |x: &BlockQ5_1, y: &BlockQ8_1| {
         (x.d.to_f32() * y.d.to_f32()) * q5_1_isum(x, y) as f32 + x.m.to_f32() * y.s.to_f32()
+    })
+}
+
+/// ggml's grouping: `(dy·dx)·Σ`.
+pub fn vec_dot_iq4_nl_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    sum_block_terms(n, QK4_NL, w, a, |x: &BlockIQ4_NL, y: &BlockQ8_0| {
+        (y.d.to_f32() * x.d.to_f32()) * iq4_nl_isum(x, y) as f32
     })
 }
 
@@ -439,6 +464,89 @@ impl SuperBlock for BlockQ6_K {
             mins: 0,
         }
     }
+}
+
+/// The 2-bit codes of a Q2_K/Q3_K super-block in element order.
+fn two_bit_codes(qs: &[u8; QK_K / 4]) -> [i8; QK_K] {
+    std::array::from_fn(|i| quant::k_quants::two_bit_code(qs, i) as i8)
+}
+
+impl SuperBlock for BlockQ2_K {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn dmin(&self) -> Option<f32> {
+        Some(self.dmin.to_f32())
+    }
+    /// Codes 0..3 under 4-bit scales per 16; the mins meet Q8_K's per-16 `bsums`.
+    fn isums(&self, y: &BlockQ8_K) -> SuperBlockSums {
+        let codes = two_bit_codes(&self.qs);
+        let scale = |sub: usize| i32::from(self.scales[sub] & 0xF);
+        let mins = y
+            .bsums
+            .iter()
+            .zip(&self.scales)
+            .map(|(&b, &sc)| i32::from(b) * i32::from(sc >> 4))
+            .sum();
+        SuperBlockSums {
+            lanes: lane_sums(&codes, &y.qs, 16, scale),
+            mins,
+        }
+    }
+}
+
+impl SuperBlock for BlockQ3_K {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn dmin(&self) -> Option<f32> {
+        None
+    }
+    /// Signed codes -4..3 under signed 6-bit scales per 16.
+    fn isums(&self, y: &BlockQ8_K) -> SuperBlockSums {
+        let codes: [i8; QK_K] = std::array::from_fn(|i| quant::q3_k_code(self, i));
+        let scale = |sub: usize| i32::from(quant::q3_k_scale(&self.scales, sub));
+        SuperBlockSums {
+            lanes: lane_sums(&codes, &y.qs, 16, scale),
+            mins: 0,
+        }
+    }
+}
+
+impl SuperBlock for BlockIQ4_XS {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn dmin(&self) -> Option<f32> {
+        None
+    }
+    /// Table values (|v| <= 127) under signed 6-bit scales per 32.
+    fn isums(&self, y: &BlockQ8_K) -> SuperBlockSums {
+        let mut codes = [0i8; QK_K];
+        for (out, q) in codes.chunks_exact_mut(32).zip(self.qs.chunks_exact(16)) {
+            let (lo, hi) = out.split_at_mut(16);
+            for ((&b, l), h) in q.iter().zip(lo).zip(hi) {
+                *l = KVALUES_IQ4NL[usize::from(b & 0x0f)];
+                *h = KVALUES_IQ4NL[usize::from(b >> 4)];
+            }
+        }
+        SuperBlockSums {
+            lanes: lane_sums(&codes, &y.qs, 32, |sub| quant::iq4_xs_scale(self, sub)),
+            mins: 0,
+        }
+    }
+}
+
+pub fn vec_dot_q2_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    k_quant_dot::<BlockQ2_K>(n, w, a)
+}
+
+pub fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    k_quant_dot::<BlockQ3_K>(n, w, a)
+}
+
+pub fn vec_dot_iq4_xs_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    k_quant_dot::<BlockIQ4_XS>(n, w, a)
 }
 
 pub fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {

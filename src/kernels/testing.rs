@@ -24,7 +24,9 @@ use crate::quant::{self, *};
 use GgmlType::*;
 
 /// The quantized weight types every path computes.
-pub(crate) const WEIGHT_TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
+pub(crate) const WEIGHT_TYPES: [GgmlType; 12] = [
+    Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL, IQ4_XS,
+];
 
 /// Relative tolerance of a SIMD result against the scalar one, of Σ|terms|.
 pub(crate) const TOLERANCE: f64 = 1e-5;
@@ -124,6 +126,10 @@ fn weight_parts(ty: GgmlType, w: &[u8]) -> (Vec<f64>, Vec<f64>) {
         Q5_K => (
             edited(w, |b: &mut BlockQ5_K| b.dmin = z),
             edited(w, |b: &mut BlockQ5_K| b.d = z),
+        ),
+        Q2_K => (
+            edited(w, |b: &mut BlockQ2_K| b.dmin = z),
+            edited(w, |b: &mut BlockQ2_K| b.d = z),
         ),
         _ => return (dequantize(ty, w), Vec::new()),
     };
@@ -232,6 +238,10 @@ pub(crate) fn unit_weight_block(ty: GgmlType, rng: &mut Rng) -> Vec<u8> {
         Q4_K => edited(&raw, |b: &mut BlockQ4_K| (b.d, b.dmin) = (one, one)),
         Q5_K => edited(&raw, |b: &mut BlockQ5_K| (b.d, b.dmin) = (one, one)),
         Q6_K => edited(&raw, |b: &mut BlockQ6_K| b.d = one),
+        Q2_K => edited(&raw, |b: &mut BlockQ2_K| (b.d, b.dmin) = (one, one)),
+        Q3_K => edited(&raw, |b: &mut BlockQ3_K| b.d = one),
+        IQ4_NL => edited(&raw, |b: &mut BlockIQ4_NL| b.d = one),
+        IQ4_XS => edited(&raw, |b: &mut BlockIQ4_XS| b.d = one),
         _ => panic!("{ty}"),
     }
 }
@@ -327,6 +337,30 @@ pub(crate) fn extreme_weight_blocks(ty: GgmlType) -> Vec<Vec<u8>> {
                 qh: [q; 64],
                 scales: [if q & 1 == 0 { -128 } else { 127 }; 16],
                 d: one,
+            }]),
+            // Scale and min nibbles at 0 or 15 with the codes.
+            Q2_K => to_bytes(&[BlockQ2_K {
+                scales: [q; 16],
+                qs: [q; 64],
+                d: one,
+                dmin: one,
+            }]),
+            // Scale bytes all-0 (-32) or all-1 (31), third bits with the codes.
+            Q3_K => to_bytes(&[BlockQ3_K {
+                hmask: [q; 32],
+                qs: [q; 64],
+                scales: [if q & 1 == 0 { 0x00 } else { 0xff }; 12],
+                d: one,
+            }]),
+            IQ4_NL => to_bytes(&[BlockIQ4_NL {
+                d: one,
+                qs: [q; 16],
+            }]),
+            IQ4_XS => to_bytes(&[BlockIQ4_XS {
+                d: one,
+                scales_h: u16::from_le_bytes([q, q]),
+                scales_l: [q; 4],
+                qs: [q; 128],
             }]),
             _ => panic!("{ty}"),
         });

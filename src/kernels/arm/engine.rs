@@ -262,6 +262,13 @@ macro_rules! neon_byte_ops {
             // SAFETY: Advanced SIMD is on every aarch64 core.
             unsafe { veorq_s8(v, vdupq_n_s8(k as i8)) }
         }
+        /// One TBL: indices 0..16 pick bytes of the table.
+        #[inline(always)]
+        fn lookup16(self, v: int8x16_t, table: &[i8; 16]) -> int8x16_t {
+            // SAFETY: Advanced SIMD is on every aarch64 core; the load reads the 16
+            // bytes of `table`.
+            unsafe { vqtbl1q_s8(vld1q_s8(table.as_ptr()), vreinterpretq_u8_s8(v)) }
+        }
         #[inline(always)]
         fn zero_i<const T: usize>(self) -> [int32x4_t; T] {
             // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only

@@ -11,7 +11,9 @@ use crate::quant::float::test_support::cos_data;
 
 use GgmlType::*;
 
-const WEIGHT_TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
+const WEIGHT_TYPES: [GgmlType; 12] = [
+    Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL, IQ4_XS,
+];
 
 /// Row lengths: one legacy block, one super-block, Phi-2's model and FFN widths.
 const LENGTHS: [usize; 4] = [32, 256, 2560, 10240];
@@ -291,6 +293,12 @@ fn random_weight_block(ty: GgmlType, rng: &mut Rng) -> Vec<u8> {
             (b.d, b.dmin) = (d, f16::from_f32(m.to_f32() * 0.01))
         })),
         Q6_K => bytes_of(&with_fields(&pod_read(&raw), |b: &mut BlockQ6_K| b.d = d)),
+        Q2_K => bytes_of(&with_fields(&pod_read(&raw), |b: &mut BlockQ2_K| {
+            (b.d, b.dmin) = (d, f16::from_f32(m.to_f32() * 0.01))
+        })),
+        Q3_K => bytes_of(&with_fields(&pod_read(&raw), |b: &mut BlockQ3_K| b.d = d)),
+        IQ4_NL => bytes_of(&with_fields(&pod_read(&raw), |b: &mut BlockIQ4_NL| b.d = d)),
+        IQ4_XS => bytes_of(&with_fields(&pod_read(&raw), |b: &mut BlockIQ4_XS| b.d = d)),
         _ => panic!("{ty} has no quantized dot"),
     }
 }
@@ -360,6 +368,10 @@ fn check_integer_part(ty: GgmlType, w: &[u8], a: &[i8]) -> i64 {
         Q4_K => check_super_block::<BlockQ4_K>(ty, w, a, |b, d, dmin| (b.d, b.dmin) = (d, dmin)),
         Q5_K => check_super_block::<BlockQ5_K>(ty, w, a, |b, d, dmin| (b.d, b.dmin) = (d, dmin)),
         Q6_K => check_super_block::<BlockQ6_K>(ty, w, a, |b, d, _| b.d = d),
+        Q2_K => check_super_block::<BlockQ2_K>(ty, w, a, |b, d, dmin| (b.d, b.dmin) = (d, dmin)),
+        Q3_K => check_super_block::<BlockQ3_K>(ty, w, a, |b, d, _| b.d = d),
+        IQ4_NL => check_block(ty, w, a, &y, |b: &mut BlockIQ4_NL| b.d = one, iq4_nl_isum),
+        IQ4_XS => check_super_block::<BlockIQ4_XS>(ty, w, a, |b, d, _| b.d = d),
         _ => panic!("{ty} has no quantized dot"),
     }
 }
@@ -483,6 +495,39 @@ fn extreme_weight_blocks(ty: GgmlType) -> [Vec<u8>; 2] {
                 d: one,
             };
             bytes_of(&b)
+        }),
+        // Codes 0 and 3, scales and mins 15.
+        Q2_K => [0x00, 0xff].map(|q| {
+            bytes_of(&BlockQ2_K {
+                scales: [0xff; 16],
+                qs: [q; 64],
+                d: one,
+                dmin: one,
+            })
+        }),
+        // Codes -4 (no high bit) and 3, scales -32 and 31.
+        Q3_K => [(0x00, 0x00), (0xff, 0xff)].map(|(q, sc)| {
+            bytes_of(&BlockQ3_K {
+                hmask: [q; 32],
+                qs: [q; 64],
+                scales: [sc; 12],
+                d: one,
+            })
+        }),
+        IQ4_NL => [0x00, 0xff].map(|q| {
+            bytes_of(&BlockIQ4_NL {
+                d: one,
+                qs: [q; 16],
+            })
+        }),
+        // Values -127 and 113 under scales -32 and 31.
+        IQ4_XS => [(0x00, 0x0000u16, 0x00), (0xff, 0xffff, 0xff)].map(|(q, h, l)| {
+            bytes_of(&BlockIQ4_XS {
+                d: one,
+                scales_h: h,
+                scales_l: [l; 4],
+                qs: [q; 128],
+            })
         }),
         _ => panic!("{ty} has no quantized dot"),
     }

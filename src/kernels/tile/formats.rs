@@ -13,6 +13,10 @@
 //! | Q4_K  | `d·dy·Σ_s sc_s·Σqa - dmin·dy·Σ_s m_s·Σa`           | Q8_K        |
 //! | Q5_K  | as Q4_K, 5-bit codes                               | Q8_K        |
 //! | Q6_K  | `d·dy·Σ_s sc_s·Σ(q - 32)a`                         | Q8_K        |
+//! | Q2_K  | `d·dy·Σ_s sc_s·Σqa - dmin·dy·Σ_s m_s·Σa` (per 16)  | Q8_K        |
+//! | Q3_K  | `d·dy·Σ_s sc_s·Σ(q - 4)a` (per 16)                 | Q8_K        |
+//! | IQ4_NL| `d·dy·Σ v[q]·a` (`v` the non-linear table)         | Q8_0        |
+//! | IQ4_XS| `d·dy·Σ_s sc_s·Σ v[q]·a`                           | Q8_K        |
 //!
 //! Activation words are in element order: word `j` of a block is elements
 //! `4j..4j + 4`, which is what the code vectors of `layout.rs` meet.
@@ -20,11 +24,11 @@
 #![allow(non_camel_case_types)]
 
 use super::layout::{
-    BlockF16x, BlockQ4_0x, BlockQ4_1x, BlockQ4_Kx, BlockQ5_0x, BlockQ5_1x, BlockQ5_Kx, BlockQ6_Kx,
-    BlockQ8_0x, Lanes,
+    BlockF16x, BlockIQ4_NLx, BlockIQ4_XSx, BlockQ2_Kx, BlockQ3_Kx, BlockQ4_0x, BlockQ4_1x,
+    BlockQ4_Kx, BlockQ5_0x, BlockQ5_1x, BlockQ5_Kx, BlockQ6_Kx, BlockQ8_0x, Lanes,
 };
 use super::{Acts, Engine, Format};
-use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K, QK_K};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K, KVALUES_IQ4NL, QK_K};
 
 pub struct Q4_0;
 pub struct Q4_1;
@@ -34,6 +38,10 @@ pub struct Q8_0;
 pub struct Q4_K;
 pub struct Q5_K;
 pub struct Q6_K;
+pub struct Q2_K;
+pub struct Q3_K;
+pub struct IQ4_NL;
+pub struct IQ4_XS;
 pub struct F16;
 
 /// The low and high nibble codes of four code vectors: `[lo_0..lo_3, hi_0..hi_3]`,
@@ -459,6 +467,173 @@ impl Format for Q6_K {
             }
         }
         e.fma_scaled(acc, total, e.rows_f32(&tb.d), a.d(0))
+    }
+}
+
+/// The four code vectors (bit pairs `k`) of each of the four loaded 2-bit vectors
+/// `4g..4g + 4` of a Q2_K/Q3_K tile: `[k][i]` is elements `64k + 16g + 4i..+4`, the
+/// sixteen elements of sub-block `4k + g`.
+#[inline(always)]
+fn two_bit_codes<const R: usize, E: Engine<R>>(e: E, qs: &[Lanes<R>], g: usize) -> [[E::V; 4]; 4] {
+    let x: [E::V; 4] = core::array::from_fn(|i| e.load(&qs[4 * g + i]));
+    core::array::from_fn(|k| x.map(|x| e.shift_mask(x, -2 * k as i32, 0x03)))
+}
+
+impl Format for Q2_K {
+    type Tile<const R: usize> = BlockQ2_Kx<R>;
+    type Act = BlockQ8_K;
+    const QK: usize = QK_K;
+    const W: usize = 64;
+    const S: usize = 16;
+
+    fn act<'a>(y: &'a BlockQ8_K, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        for (v, b) in sums.iter_mut().zip(&y.bsums) {
+            *v = i32::from(*b);
+        }
+        (bytemuck::cast_slice(&y.qs), y.d, 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockQ2_Kx<R>,
+        a: &Acts<'_, T>,
+        acc: [E::F; T],
+    ) -> [E::F; T] {
+        let words = a.words(0);
+        let mut total = e.zero_i::<T>();
+        for g in 0..4 {
+            for (k, c) in two_bit_codes(e, &tb.qs, g).iter().enumerate() {
+                let isum = e.dots(e.zero_i(), c, words, a.w(), 16 * k + 4 * g, 3);
+                total = e.mla_rows(total, isum, e.rows_u8(&tb.sc[4 * k + g]));
+            }
+        }
+        let mut mins = e.zero_i::<T>();
+        for s in 0..16 {
+            mins = e.mla_outer(mins, e.rows_u8(&tb.m[s]), &a.sums(0, s));
+        }
+        let d = a.d(0);
+        let acc = e.fma_scaled(acc, total, e.rows_f16(&tb.d), d);
+        let neg = d.map(|v| -v);
+        e.fma_scaled(acc, mins, e.rows_f16(&tb.dmin), &neg)
+    }
+}
+
+impl Format for Q3_K {
+    type Tile<const R: usize> = BlockQ3_Kx<R>;
+    type Act = BlockQ8_K;
+    const QK: usize = QK_K;
+    const W: usize = 64;
+    const S: usize = 16;
+
+    /// The sums come as the `-4·Σa` a correcting engine's sub-block sum starts from.
+    fn act<'a>(y: &'a BlockQ8_K, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        for (v, b) in sums.iter_mut().zip(&y.bsums) {
+            *v = -4 * i32::from(*b);
+        }
+        (bytemuck::cast_slice(&y.qs), y.d, 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockQ3_Kx<R>,
+        a: &Acts<'_, T>,
+        acc: [E::F; T],
+    ) -> [E::F; T] {
+        let words = a.words(0);
+        let mut total = e.zero_i::<T>();
+        for g in 0..4 {
+            let planes = [e.load(&tb.qh[2 * g]), e.load(&tb.qh[2 * g + 1])];
+            for (k, mut c) in two_bit_codes(e, &tb.qs, g).into_iter().enumerate() {
+                for (i, c) in c.iter_mut().enumerate() {
+                    let bit = (4 * (k % 2) + i) as i32;
+                    *c = e.merge_bits(*c, planes[k / 2], 2 - bit, 0x04);
+                }
+                let s = 4 * k + g;
+                let init = offset(e, &mut c, 4, a.sums(0, s));
+                let b = bound::<R, E>(7, 4);
+                let isum = e.dots(init, &c, words, a.w(), 16 * k + 4 * g, b);
+                total = e.mla_rows(total, isum, e.rows_i8(&tb.sc[s]));
+            }
+        }
+        e.fma_scaled(acc, total, e.rows_f16(&tb.d), a.d(0))
+    }
+}
+
+/// IQ4 codes as the engine's any-byte dots take them: each nibble's table value.
+#[inline(always)]
+fn iq4_values<const R: usize, E: Engine<R>>(e: E, qs: &[Lanes<R>; 4]) -> [E::V; 8] {
+    nibble_codes(e, qs).map(|c| e.q8_codes(e.lookup16(c, &KVALUES_IQ4NL)))
+}
+
+/// The `-Q8_OFFSET·Σa` an engine whose any-byte codes carry an offset starts from.
+#[inline(always)]
+fn q8_offset_init<const R: usize, E: Engine<R>, const T: usize>(e: E, sums: [i32; T]) -> [E::I; T] {
+    if E::Q8_OFFSET != 0 {
+        e.splat_tokens(&sums.map(|s| -E::Q8_OFFSET * s))
+    } else {
+        e.zero_i()
+    }
+}
+
+impl Format for IQ4_NL {
+    type Tile<const R: usize> = BlockIQ4_NLx<R>;
+    type Act = BlockQ8_0;
+    const QK: usize = 32;
+    const W: usize = 8;
+    const S: usize = 1;
+
+    fn act<'a>(y: &'a BlockQ8_0, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        sums[0] = y.qs.iter().map(|&q| i32::from(q)).sum();
+        (bytemuck::cast_slice(&y.qs), y.d.to_f32(), 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockIQ4_NLx<R>,
+        a: &Acts<'_, T>,
+        mut acc: [E::F; T],
+    ) -> [E::F; T] {
+        for k in 0..2 {
+            let c = iq4_values(e, &tb.qs[k]);
+            let init = q8_offset_init(e, a.sums(k, 0));
+            let isum = e.dots_q8(init, &c, a.words(k), a.w(), 0);
+            acc = e.fma_scaled(acc, isum, e.rows_f16(&tb.d[k]), a.d(k));
+        }
+        acc
+    }
+}
+
+impl Format for IQ4_XS {
+    type Tile<const R: usize> = BlockIQ4_XSx<R>;
+    type Act = BlockQ8_K;
+    const QK: usize = QK_K;
+    const W: usize = 64;
+    const S: usize = 8;
+
+    fn act<'a>(y: &'a BlockQ8_K, sums: &mut [i32]) -> (&'a [u8], f32, f32) {
+        bsums32(y, sums);
+        (bytemuck::cast_slice(&y.qs), y.d, 0.0)
+    }
+
+    #[inline(always)]
+    fn mul<const R: usize, E: Engine<R>, const T: usize>(
+        e: E,
+        tb: &BlockIQ4_XSx<R>,
+        a: &Acts<'_, T>,
+        acc: [E::F; T],
+    ) -> [E::F; T] {
+        let words = a.words(0);
+        let mut total = e.zero_i::<T>();
+        for s in 0..8 {
+            let c = iq4_values(e, tb.qs[4 * s..4 * s + 4].try_into().unwrap());
+            let init = q8_offset_init(e, a.sums(0, s));
+            let isum = e.dots_q8(init, &c, words, a.w(), 8 * s);
+            total = e.mla_rows(total, isum, e.rows_i8(&tb.sc[s]));
+        }
+        e.fma_scaled(acc, total, e.rows_f16(&tb.d), a.d(0))
     }
 }
 

@@ -26,8 +26,10 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use crate::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
-    k_quants::get_scale_min_k4,
+    BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
+    BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, iq4_xs_scale,
+    k_quants::{get_scale_min_k4, two_bit_code},
+    q3_k_scale,
 };
 
 /// One code vector: four bytes of each of `R` rows.
@@ -121,6 +123,53 @@ pub struct BlockQ6_Kx<const R: usize> {
     pub d: [f32; R],
 }
 
+/// One Q2_K super-block of `R` rows. The 2-bit codes are regrouped so that bit pair
+/// `k` of byte `j` of lane `r` of vector `v` is element `64k + 4v + j`: one load gives
+/// four code vectors (one per `k`) by shifts, each four consecutive elements. The
+/// 4-bit scales and mins are unpacked to a byte each (16% more bytes than the file's
+/// 84 per row).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ2_Kx<const R: usize> {
+    pub qs: [Lanes<R>; 16],
+    pub sc: [[u8; R]; 16],
+    pub m: [[u8; R]; 16],
+    pub d: [f16; R],
+    pub dmin: [f16; R],
+}
+
+/// One Q3_K super-block of `R` rows: the low two bits of each code as Q2_K's tile
+/// holds them, the third bit (set for codes 0..3, i.e. stored level 4..7) in planes:
+/// the code of vector `v = 4g + i` at bit pair `k` has its third bit at bit
+/// `4(k % 2) + i` of plane `2g + k / 2`, same byte. Scales `-32..31`, one byte each.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ3_Kx<const R: usize> {
+    pub qs: [Lanes<R>; 16],
+    pub qh: [Lanes<R>; 8],
+    pub sc: [[i8; R]; 16],
+    pub d: [f16; R],
+}
+
+/// Two IQ4_NL blocks of `R` rows: the file's nibbles (table indices) as they are.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockIQ4_NLx<const R: usize> {
+    pub qs: [[Lanes<R>; 4]; 2],
+    pub d: [[f16; R]; 2],
+}
+
+/// One IQ4_XS super-block of `R` rows: the file's nibbles (vectors `4s..4s + 4` are
+/// sub-block `s`, low nibbles its first 16 elements) and its eight 6-bit scales
+/// unpacked to signed bytes (`ls - 32`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockIQ4_XSx<const R: usize> {
+    pub qs: [Lanes<R>; 32],
+    pub sc: [[i8; R]; 8],
+    pub d: [f16; R],
+}
+
 /// Eight F16 columns of `R` rows: element `e` of every row side by side.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -154,6 +203,10 @@ pod_tiles!(
     BlockQ4_Kx = 148,
     BlockQ5_Kx = 180,
     BlockQ6_Kx = 212,
+    BlockQ2_Kx = 100,
+    BlockQ3_Kx = 114,
+    BlockIQ4_NLx = 36,
+    BlockIQ4_XSx = 138,
     BlockF16x = 16,
 );
 
@@ -360,6 +413,82 @@ impl<const R: usize> Layout<R> for BlockQ6_Kx<R> {
             self.sc[s][r] = blk.scales[s];
         }
         self.d[r] = blk.d.to_f32();
+    }
+}
+
+/// The 2-bit codes of a Q2_K/Q3_K super-block in the tiles' order (see
+/// [`BlockQ2_Kx`]); `code(e)` gives element `e`'s.
+fn put_2bit<const R: usize>(qs: &mut [Lanes<R>; 16], r: usize, code: impl Fn(usize) -> u8) {
+    for (v, lanes) in qs.iter_mut().enumerate() {
+        for (j, byte) in lanes[r].iter_mut().enumerate() {
+            *byte = (0..4).fold(0, |b, k| b | code(64 * k + 4 * v + j) << (2 * k));
+        }
+    }
+}
+
+impl<const R: usize> Layout<R> for BlockQ2_Kx<R> {
+    const QK: usize = 256;
+    type Block = BlockQ2_K;
+    const DEPTH: usize = 1;
+    fn put(&mut self, r: usize, b: &[BlockQ2_K]) {
+        let blk = &b[0];
+        put_2bit(&mut self.qs, r, |e| two_bit_code(&blk.qs, e));
+        for s in 0..16 {
+            self.sc[s][r] = blk.scales[s] & 0xF;
+            self.m[s][r] = blk.scales[s] >> 4;
+        }
+        self.d[r] = blk.d;
+        self.dmin[r] = blk.dmin;
+    }
+}
+
+impl<const R: usize> Layout<R> for BlockQ3_Kx<R> {
+    const QK: usize = 256;
+    type Block = BlockQ3_K;
+    const DEPTH: usize = 1;
+    fn put(&mut self, r: usize, b: &[BlockQ3_K]) {
+        let blk = &b[0];
+        put_2bit(&mut self.qs, r, |e| two_bit_code(&blk.qs, e));
+        for v in 0..16 {
+            let (g, i) = (v / 4, v % 4);
+            for k in 0..4 {
+                for j in 0..4 {
+                    let e = 64 * k + 4 * v + j;
+                    let high = blk.hmask[e % 32] >> (e / 32) & 1 != 0;
+                    put_bit(&mut self.qh[2 * g + k / 2], r, j, 4 * (k % 2) + i, high);
+                }
+            }
+        }
+        for s in 0..16 {
+            self.sc[s][r] = q3_k_scale(&blk.scales, s);
+        }
+        self.d[r] = blk.d;
+    }
+}
+
+impl<const R: usize> Layout<R> for BlockIQ4_NLx<R> {
+    const QK: usize = 32;
+    type Block = BlockIQ4_NL;
+    const DEPTH: usize = 2;
+    fn put(&mut self, r: usize, b: &[BlockIQ4_NL]) {
+        for (k, blk) in b.iter().enumerate() {
+            put_codes(&mut self.qs[k], r, &blk.qs);
+            self.d[k][r] = blk.d;
+        }
+    }
+}
+
+impl<const R: usize> Layout<R> for BlockIQ4_XSx<R> {
+    const QK: usize = 256;
+    type Block = BlockIQ4_XS;
+    const DEPTH: usize = 1;
+    fn put(&mut self, r: usize, b: &[BlockIQ4_XS]) {
+        let blk = &b[0];
+        put_codes(&mut self.qs, r, &blk.qs);
+        for s in 0..8 {
+            self.sc[s][r] = iq4_xs_scale(blk, s) as i8;
+        }
+        self.d[r] = blk.d;
     }
 }
 

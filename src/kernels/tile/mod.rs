@@ -99,6 +99,9 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     }
     /// Per byte, `v ^ k`.
     fn xor(self, v: Self::V, k: u8) -> Self::V;
+    /// Per byte, `table[v]` for bytes `v` in `0..16` (IQ4's non-linear values: a
+    /// byte shuffle on every path).
+    fn lookup16(self, v: Self::V, table: &[i8; 16]) -> Self::V;
 
     /// `init[t] + Σ_j codes[j] · word w0 + j` of each token, per row: codes of
     /// magnitude at most `bound` (unsigned 0..=bound, or signed when
@@ -428,6 +431,10 @@ pub fn for_type<P: PerFormat>(ty: crate::quant::GgmlType, p: P) -> Option<P::Out
         G::Q4_K => p.call::<formats::Q4_K>(),
         G::Q5_K => p.call::<formats::Q5_K>(),
         G::Q6_K => p.call::<formats::Q6_K>(),
+        G::Q2_K => p.call::<formats::Q2_K>(),
+        G::Q3_K => p.call::<formats::Q3_K>(),
+        G::IQ4_NL => p.call::<formats::IQ4_NL>(),
+        G::IQ4_XS => p.call::<formats::IQ4_XS>(),
         G::F16 => p.call::<formats::F16>(),
         _ => return None,
     })

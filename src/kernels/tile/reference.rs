@@ -66,6 +66,10 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
         v.map(|l| l.map(|b| b ^ k))
     }
 
+    fn lookup16(self, v: Self::V, table: &[i8; 16]) -> Self::V {
+        v.map(|l| l.map(|b| table[usize::from(b)] as u8))
+    }
+
     fn q8_codes(self, v: Self::V) -> Self::V {
         if CENTERS {
             v

@@ -133,7 +133,9 @@ fn acts(ty: GgmlType, tokens: usize, cols: usize, rng: &mut Rng) -> Vec<Vec<u8>>
         .collect()
 }
 
-const TYPES: [GgmlType; 9] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16];
+const TYPES: [GgmlType; 13] = [
+    Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL, IQ4_XS, F16,
+];
 
 /// Block counts per row: one, an odd count (a padded tile block), a few.
 fn block_counts(ty: GgmlType) -> &'static [usize] {

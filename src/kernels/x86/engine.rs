@@ -268,6 +268,16 @@ x86_engine!(
             self.xor(v, 0x80)
         }
 
+        /// `vpshufb` within each 128-bit lane, the table in all four.
+        #[inline(always)]
+        fn lookup16(self, v: __m512i, table: &[i8; 16]) -> __m512i {
+            // SAFETY: see the impl; the load reads the 16 bytes of `table`.
+            unsafe {
+                let t = _mm512_broadcast_i32x4(_mm_loadu_si128(table.as_ptr().cast()));
+                _mm512_shuffle_epi8(t, v)
+            }
+        }
+
         /// The shift, then one `vpternlogd`: `base | (s & mask)`.
         #[inline(always)]
         fn merge_bits(self, base: __m512i, from: __m512i, shift: i32, mask: u8) -> __m512i {
@@ -365,6 +375,16 @@ x86_engine!(
         #[inline(always)]
         fn q8_codes(self, v: __m256i) -> __m256i {
             v
+        }
+
+        /// `vpshufb` within each 128-bit lane, the table in both.
+        #[inline(always)]
+        fn lookup16(self, v: __m256i, table: &[i8; 16]) -> __m256i {
+            // SAFETY: see the impl; the load reads the 16 bytes of `table`.
+            unsafe {
+                let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
+                _mm256_shuffle_epi8(t, v)
+            }
         }
 
         #[inline(always)]

@@ -262,6 +262,9 @@ fn avx2_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
             let [r] = unsafe { avx2::dot_q6_k::<1>(&x, [&y]) };
             r
         },
+        // The 2-3 bit and IQ4 types have tile kernels only: their rows (weights
+        // not repacked, which is `--no-mmap` generation alone) take the scalar dot.
+        Q2_K | Q3_K | IQ4_NL | IQ4_XS => return scalar::vec_dot(ty),
         _ => return None,
     })
 }
