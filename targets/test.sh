@@ -27,7 +27,7 @@ aarch64-unknown-linux-gnu)
     # against the x86 run. The converter's heavy integration tests run natively only.
     tests=(-p phiq -p phiq-quantize --lib
         --test quant_gguf_py --test k_quants_gguf_py --test gguf_interop
-        --test oracle_logits --test tokenizer --test e2e_greedy)
+        --test llama_types --test oracle_logits --test tokenizer --test e2e_greedy)
     $cargo test --target "$target" "${tests[@]}" --no-run
     for cpu in ${PHIQ_QEMU_CPUS:-cortex-a53 cortex-a72 cortex-a76 max}; do
         echo "=== aarch64 tests under QEMU_CPU=$cpu"

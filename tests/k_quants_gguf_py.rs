@@ -3,11 +3,12 @@
 //! random bytes. Any NaN equals any NaN, as in quant_gguf_py.rs: on x86-64 even the
 //! payloads agree, but which operand's payload survives is up to the CPU and compiler.
 //!
-//! gguf-py's Q4_K/Q5_K/Q6_K dequantizers perform the same f32 operations in the same
-//! order as ggml's (`d·sc`, `dmin·m`, then `d·q - dm`; Q6_K `(d·sc)·q`), so no case is
-//! excluded. gguf-py cannot quantize K-quants; byte identity of phiq's K-quant
-//! quantizers with ggml's C code is checked by the known-answer unit test in
-//! src/quant/k_quants.
+//! gguf-py's Q2_K..Q6_K, IQ4_NL and IQ4_XS dequantizers perform the same f32
+//! operations in the same order as ggml's (`d·sc`, `dmin·m`, then `d·q - dm`; Q3_K,
+//! Q6_K and IQ4_XS `(d·sc)·q`; IQ4_NL `d·v[q]`), so no case is excluded. gguf-py cannot
+//! quantize these types; byte identity of phiq's quantizers with ggml's C code is
+//! checked by the known-answer unit tests in src/quant and against llama-quantize's
+//! own rows in tests/llama_types.rs.
 
 mod common;
 
@@ -100,6 +101,17 @@ fn super_block(rng: &mut Rng, kind: usize) -> Vec<f32> {
     x
 }
 
+/// Byte offsets of a block's f16 scales (d, and dmin or, for IQ4_XS, other bits).
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q6_K => &[208],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::IQ4_NL => &[0],
+        _ => &[0, 2],
+    }
+}
+
 fn quantized_blocks(ty: GgmlType, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     let mut x = Vec::with_capacity(KINDS * BLOCKS_PER_KIND * QK_K);
@@ -108,7 +120,7 @@ fn quantized_blocks(ty: GgmlType, seed: u64) -> Vec<u8> {
             x.extend(super_block(&mut rng, kind));
         }
     }
-    let mut q = vec![0u8; x.len() / QK_K * ty.type_size()];
+    let mut q = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
     quantize_row(ty, &x, &mut q).unwrap();
     q
 }
@@ -127,18 +139,15 @@ fn random_f16(rng: &mut Rng) -> [u8; 2] {
     bits.to_le_bytes()
 }
 
-/// Random blocks; three in four get drawn f16 scales (d and dmin at the start of Q4_K
-/// and Q5_K, d at the end of Q6_K), so subnormal and special scales are covered.
+/// Random blocks; three in four get drawn f16 scales ([`scale_offsets`]), so subnormal
+/// and special scales are covered.
 fn random_blocks(ty: GgmlType, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     let size = ty.type_size();
     let mut bytes = rng.bytes(RANDOM_BLOCKS * size);
     for b in bytes.chunks_exact_mut(size).take(RANDOM_BLOCKS * 3 / 4) {
-        if ty == GgmlType::Q6_K {
-            b[size - 2..].copy_from_slice(&random_f16(&mut rng));
-        } else {
-            b[..2].copy_from_slice(&random_f16(&mut rng));
-            b[2..4].copy_from_slice(&random_f16(&mut rng));
+        for &at in scale_offsets(ty) {
+            b[at..at + 2].copy_from_slice(&random_f16(&mut rng));
         }
     }
     bytes
@@ -158,15 +167,15 @@ fn check_dequantize_against_gguf_py(ty: GgmlType, seed: u64) {
     run_py("quant_ref.py", &[&"dequantize", &ty.name(), &src, &dst]);
     let theirs = read_f32(&dst);
 
-    let ts = ty.type_size();
-    let mut ours = vec![0f32; data.len() / ts * QK_K];
+    let (ts, qk) = (ty.type_size(), ty.block_size());
+    let mut ours = vec![0f32; data.len() / ts * qk];
     dequantize_row(ty, &data, &mut ours).unwrap();
     assert_eq!(ours.len(), theirs.len(), "{ty}: dequantized length");
     let bad: Vec<String> = (0..ours.len())
         .filter(|&i| !same_f32(ours[i], theirs[i]))
         .take(3)
         .map(|i| {
-            let blk = &data[i / QK_K * ts..(i / QK_K + 1) * ts];
+            let blk = &data[i / qk * ts..(i / qk + 1) * ts];
             format!(
                 "element {i}: phiq {} gguf-py {} in block {blk:02x?}",
                 ours[i], theirs[i]
@@ -196,4 +205,24 @@ fn q5_k_dequantization_matches_gguf_py() {
 #[test]
 fn q6_k_dequantization_matches_gguf_py() {
     check_dequantize_against_gguf_py(GgmlType::Q6_K, 61);
+}
+
+#[test]
+fn q2_k_dequantization_matches_gguf_py() {
+    check_dequantize_against_gguf_py(GgmlType::Q2_K, 21);
+}
+
+#[test]
+fn q3_k_dequantization_matches_gguf_py() {
+    check_dequantize_against_gguf_py(GgmlType::Q3_K, 31);
+}
+
+#[test]
+fn iq4_nl_dequantization_matches_gguf_py() {
+    check_dequantize_against_gguf_py(GgmlType::IQ4_NL, 20);
+}
+
+#[test]
+fn iq4_xs_dequantization_matches_gguf_py() {
+    check_dequantize_against_gguf_py(GgmlType::IQ4_XS, 23);
 }

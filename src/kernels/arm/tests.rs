@@ -223,8 +223,14 @@ fn every_type_has_a_kernel_on_every_path() {
                 k.isa.name()
             );
         }
+        // The 2-3 bit and IQ4 types: tile kernels on every path (their rows are the
+        // scalar dots).
+        for ty in [Q2_K, Q3_K, IQ4_NL, IQ4_XS] {
+            assert!(k.vec_dot(ty).is_ok(), "{} {ty}", k.isa.name());
+            assert!(k.tiles(ty, 256).is_some(), "{} {ty} tiles", k.isa.name());
+        }
         // As the scalar table: no kernel for types phiq does not multiply.
-        for ty in [BF16, Q2_K, Q3_K] {
+        for ty in [BF16, IQ2_XS, IQ3_S] {
             assert!(k.vec_dot(ty).is_err(), "{} {ty}", k.isa.name());
         }
     }
