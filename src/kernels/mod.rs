@@ -175,7 +175,7 @@ pub enum KernelError {
     UnknownPath(String),
     #[error("PHIQ_KERNEL={0}: this CPU lacks the instructions it needs")]
     Unsupported(&'static str),
-    #[error("no kernel multiplies {0} weights")]
+    #[error("phiq does not compute with {0} weights{hint}", hint = unsupported_hint(*.0))]
     NoKernel(GgmlType),
 }
 
@@ -343,6 +343,16 @@ pub fn act_type(ty: GgmlType) -> GgmlType {
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => Q8_K,
         _ => F32,
+    }
+}
+
+/// What to do instead, for a type phiq has no kernel for.
+fn unsupported_hint(ty: GgmlType) -> &'static str {
+    if ty.name().starts_with("IQ") {
+        " (of ggml's IQ types phiq runs IQ4_NL and IQ4_XS: requantize the original \
+         checkpoint with `phiq-quantize --type iq4_xs`, or `--type q3_k_m` for a smaller file)"
+    } else {
+        ""
     }
 }
 

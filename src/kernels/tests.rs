@@ -752,3 +752,21 @@ fn axpy_rows_matches_scalar_on_every_path() {
         assert!(r.is_err(), "{}: rows beyond x must panic", k.isa.name());
     }
 }
+
+/// The IQ types phiq does not run are refused by name, with what to do instead.
+#[test]
+fn other_iq_types_are_refused_by_name() {
+    use crate::kernels::KernelError;
+    for ty in [IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M] {
+        let err = Kernels::scalar().vec_dot(ty).unwrap_err();
+        assert_eq!(err, KernelError::NoKernel(ty));
+        let msg = err.to_string();
+        assert!(
+            msg.contains(ty.name()) && msg.contains("--type iq4_xs"),
+            "{msg}"
+        );
+    }
+    for ty in [IQ4_NL, IQ4_XS] {
+        assert!(Kernels::scalar().vec_dot(ty).is_ok(), "{ty}");
+    }
+}
