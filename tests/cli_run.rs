@@ -416,3 +416,64 @@ fn bench_reports_parallel_streams() {
         "--parallel",
     );
 }
+
+/// With less memory than the trained context needs, an unset --ctx shrinks to what
+/// fits (said with the numbers), a set one stops before loading with what would fit,
+/// and chat does the same; the numbers are the estimate `phiq run` prints.
+#[test]
+fn runs_fit_the_memory_they_have() {
+    use phiq::model::KvType;
+    use phiq::model::fit::{Header, memory_estimate};
+    let h = Header::read(model()).unwrap();
+    let need = |n| memory_estimate(&h.hp, h.weights, n, KvType::F16, 512).total();
+    assert_eq!(h.hp.n_ctx_train, 256);
+    // Room for 160 positions, not 192.
+    let limit = (need(160) + need(192)) / 2;
+    let limit = limit.to_string();
+    let o = phiq(&[
+        "run",
+        "-m",
+        m(),
+        "-p",
+        "Hello",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--mem-limit",
+        &limit,
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("using --ctx 160") && stderr.contains("(160 x f16)"),
+        "{stderr}"
+    );
+    // Set: refused before loading, with the context that fits and the q8_0 cache.
+    fails_with(
+        &[
+            "run",
+            "-m",
+            m(),
+            "-p",
+            "Hello",
+            "--ctx",
+            "256",
+            "--mem-limit",
+            &limit,
+        ],
+        "what fits: --ctx 160; or --kv-type q8_0",
+    );
+    // Below the weights themselves: only a smaller file helps.
+    let tiny = (h.weights / 2).to_string();
+    fails_with(
+        &["run", "-m", m(), "-p", "Hello", "--mem-limit", &tiny],
+        "--fit-ram",
+    );
+    let (_, stderr) = chat_with(m(), "hi\n", &["--mem-limit", &limit]);
+    assert!(stderr.contains("using --ctx 160"), "{stderr}");
+    fails_with(
+        &["run", "-m", m(), "-p", "x", "--mem-limit", "2X"],
+        "unknown unit",
+    );
+}

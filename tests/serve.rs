@@ -828,3 +828,18 @@ fn the_openai_python_client_works_against_it() {
     );
     assert_eq!(out.trim(), "ok");
 }
+
+/// A --ctx that the memory given cannot hold stops the server before the model is
+/// loaded, exiting non-zero with the flags that would fit.
+#[test]
+fn a_context_that_does_not_fit_stops_before_loading() {
+    let s = Server::start(model(), &["--ctx", "256", "--mem-limit", "1000"]);
+    let log = s.log.clone();
+    let status = s.wait();
+    assert!(!status.success());
+    let log = log.lock().unwrap();
+    assert!(
+        log.contains("not loaded") && log.contains("--fit-ram"),
+        "{log}"
+    );
+}

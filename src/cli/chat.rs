@@ -103,9 +103,9 @@ pub struct ChatArgs {
 
 pub fn run(args: &ChatArgs) -> Result<()> {
     let mut sampler = args.sample.sampler()?;
-    let loaded = args.model.load()?;
+    let (loaded, n_ctx) = args.model.load_fitting()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let mut session = args.model.session(model)?;
+    let mut session = args.model.session(model, n_ctx)?;
     let format = Format::new(args.style, ChatFormat::from_gguf(model.file(), tok)?)?;
     // Ctrl-C ends the current answer; at the prompt, /exit or Ctrl-D ends the program.
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))?;

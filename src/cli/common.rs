@@ -37,6 +37,22 @@ pub struct ModelArgs {
     /// Read the whole file into memory instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Memory this run may use (e.g. 1.6G), when less than what the system has
+    /// available: run and chat shrink an unset --ctx to fit it, or stop before loading.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub mem_limit: Option<u64>,
+}
+
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    phiq::model::fit::parse_size(s)
+}
+
+/// The memory a run may use: what the system has available, capped by `limit`.
+pub(crate) fn memory_budget(limit: Option<u64>) -> Option<u64> {
+    match (phiq::model::available_memory(), limit) {
+        (Some(a), Some(l)) => Some(a.min(l)),
+        (a, l) => a.or(l),
+    }
 }
 
 fn parse_kv(s: &str) -> Result<KvType, String> {
@@ -156,10 +172,54 @@ impl ModelArgs {
         Ok(n)
     }
 
-    /// A session of `--ctx` tokens, after saying what memory the run needs and
-    /// warning when that exceeds what the system has available.
-    pub fn session<'m>(&self, model: &'m Model) -> Result<Session<'m>> {
-        let n_ctx = self.n_ctx(model)?;
+    /// For run and chat: the context that fits the memory available (an unset --ctx
+    /// shrunk, said with the numbers), decided from the file's header before any
+    /// weight is loaded (an error naming what would fit when nothing does), then the
+    /// model.
+    pub fn load_fitting(&self) -> Result<(Loaded, usize)> {
+        if self.ctx == Some(0) {
+            bail!("--ctx must be at least 1");
+        }
+        if self.no_mmap {
+            // Read, not mapped: the header comes with the whole file.
+            let loaded = self.load()?;
+            let header = phiq::model::fit::Header::of(&loaded.model);
+            let n_ctx = self.plan_ctx(&header)?;
+            return Ok((loaded, n_ctx));
+        }
+        let header = phiq::model::fit::Header::read(&self.model)
+            .with_context(|| self.model.display().to_string())?;
+        let n_ctx = self.plan_ctx(&header)?;
+        Ok((self.load()?, n_ctx))
+    }
+
+    fn plan_ctx(&self, header: &phiq::model::fit::Header) -> Result<usize> {
+        let avail = memory_budget(self.mem_limit);
+        let fit = phiq::model::fit::plan(header, self.ctx, self.kv_type, self.batch, avail)
+            .with_context(|| format!("{}: not run", self.model.display()))?;
+        if let Some(full) = fit.shrunk_from {
+            eprintln!(
+                "phiq: the {full}-token context needs about {} MB, {} MB are available: using --ctx {} \
+                 ({} MB; set --ctx to choose, --kv-type q8_0 holds twice the tokens)",
+                phiq::model::fit::memory_estimate(
+                    &header.hp,
+                    header.weights,
+                    full,
+                    self.kv_type,
+                    self.batch
+                )
+                .total()
+                    / 1_000_000,
+                avail.unwrap_or(0) / 1_000_000,
+                fit.n_ctx,
+                fit.need.total() / 1_000_000
+            );
+        }
+        Ok(fit.n_ctx)
+    }
+
+    /// A session of `n_ctx` tokens, after saying what memory the run needs.
+    pub fn session<'m>(&self, model: &'m Model, n_ctx: usize) -> Result<Session<'m>> {
         self.report_memory(model, n_ctx);
         Ok(model.session(n_ctx, self.kv_type)?)
     }
@@ -176,7 +236,7 @@ impl ModelArgs {
             format!("{:?}", self.kv_type).to_lowercase(),
             mb(need.scratch)
         );
-        if let Some(avail) = phiq::model::available_memory()
+        if let Some(avail) = memory_budget(self.mem_limit)
             && need.total() > avail
         {
             eprintln!(

@@ -42,7 +42,7 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
 pub fn run(args: &RunArgs) -> Result<()> {
     let text = read_prompt(&args.prompt, &args.file)?;
     let mut sampler = args.sample.sampler()?;
-    let loaded = args.model.load()?;
+    let (loaded, n_ctx) = args.model.load_fitting()?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let mut prompt = tok.encode(&text)?;
     if prompt.is_empty() {
@@ -53,7 +53,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         eprintln!("phiq: empty prompt: generating from <|endoftext|>");
         prompt.push(start);
     }
-    let mut session = args.model.session(model)?;
+    let mut session = args.model.session(model, n_ctx)?;
     if prompt.len() > session.n_ctx() {
         bail!(
             "the prompt has {} tokens but the context holds {}: shorten it or raise --ctx (the model was trained on {})",

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Read the whole file into memory instead of mapping it.
     #[arg(long)]
     no_mmap: bool,
+    /// Memory the server may use (e.g. 1.6G), when less than what the system has
+    /// available: an unset --ctx shrinks to fit it, or the server stops before loading.
+    #[arg(long, value_name = "SIZE", value_parser = crate::cli::common::parse_size)]
+    mem_limit: Option<u64>,
 }
 
 fn parse_kv(s: &str) -> Result<KvType, String> {
@@ -116,6 +120,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_queue: args.max_queue,
         max_body: args.max_body,
         default_max_tokens: args.n_predict,
+        mem_limit: args.mem_limit,
         timeout: std::time::Duration::from_secs(args.timeout),
     };
     server::serve(config, |addr| {

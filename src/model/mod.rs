@@ -4,6 +4,7 @@
 //! a few kilobytes a layer, are widened to f32 at load. Matrix products go through
 //! the kernel table, so nothing here names an instruction set.
 
+pub mod fit;
 mod forward;
 pub mod kv_cache;
 pub mod ops;
@@ -58,6 +59,18 @@ pub enum ModelError {
     KvType(KvType),
     #[error(transparent)]
     Kernels(#[from] KernelError),
+    #[error(
+        "this run needs about {need} MB (weights {weights} MB, KV cache {kv} MB at --ctx {n_ctx}, \
+         and scratch) but {avail} MB are available; what fits: {options}"
+    )]
+    DoesNotFit {
+        need: u64,
+        weights: u64,
+        kv: u64,
+        n_ctx: usize,
+        avail: u64,
+        options: String,
+    },
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
@@ -106,7 +119,7 @@ impl Hparams {
         self.n_head_kv * self.head_dim
     }
 
-    fn from_gguf(f: &GgufFile) -> Result<Hparams> {
+    pub fn from_gguf(f: &GgufFile) -> Result<Hparams> {
         let path = f.path().display().to_string();
         let arch = f.architecture().unwrap_or("");
         if arch != "phi2" {
@@ -437,18 +450,7 @@ impl Model {
 
     /// What a run with `n_ctx` positions and prompt batches of `batch` tokens needs.
     pub fn memory_estimate(&self, n_ctx: usize, kv: KvType, batch: usize) -> MemoryEstimate {
-        let hp = &self.hp;
-        let kv_row = kv.row_bytes(hp.kv_dim()).unwrap_or(hp.kv_dim() * 4) as u64;
-        let t = batch.min(n_ctx) as u64;
-        // Per batch: activations of every width the graph has, plus the f32 keys and
-        // values attention reads for one layer, plus one row of logits.
-        let widths = (4 * hp.n_embd + 2 * hp.kv_dim() + 2 * hp.n_ff) as u64;
-        let scratch = 4 * (t * widths + 2 * n_ctx as u64 * hp.kv_dim() as u64 + hp.n_vocab as u64);
-        MemoryEstimate {
-            weights: self.file.file_len(),
-            kv_cache: 2 * hp.n_layer as u64 * n_ctx as u64 * kv_row,
-            scratch,
-        }
+        fit::memory_estimate(&self.hp, self.file.file_len(), n_ctx, kv, batch)
     }
 
     /// A new session with its own KV cache of `n_ctx` positions.

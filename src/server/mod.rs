@@ -46,6 +46,8 @@ pub struct Config {
     pub max_body: usize,
     /// Answer length when a request gives none.
     pub default_max_tokens: usize,
+    /// Memory the server may use, when less than what the system has available.
+    pub mem_limit: Option<u64>,
     /// Longest wait for a slot, and longest non-streamed request (503 past it).
     pub timeout: std::time::Duration,
 }
@@ -133,14 +135,22 @@ fn load_and_run(
 ) -> Result<(), String> {
     let c = &shared.config;
     let path = c.model.display();
+    let mapped = c.load == Load::Map;
+    let early = if mapped {
+        let h = crate::model::fit::Header::read(&c.model).map_err(|e| format!("{path}: {e}"))?;
+        Some(fitting_ctx(c, &h).map_err(|e| format!("{path}: not loaded: {e}"))?)
+    } else {
+        None
+    };
     let model =
         crate::model::Model::load_with(&c.model, c.load).map_err(|e| format!("{path}: {e}"))?;
+    let ctx = match early {
+        Some(n) => n,
+        None => fitting_ctx(c, &crate::model::fit::Header::of(&model))
+            .map_err(|e| format!("{path}: {e}"))?,
+    };
     let tok =
         Tokenizer::from_gguf(model.file()).map_err(|e| format!("{path}: the tokenizer: {e}"))?;
-    let ctx = match c.ctx {
-        Some(n) => n,
-        None => fitting_ctx(&model, c.kv_type, crate::model::available_memory()),
-    };
     if ctx < 16 {
         return Err(format!("--ctx {ctx} is too small: at least 16 positions"));
     }
@@ -178,29 +188,28 @@ fn load_and_run(
     Ok(())
 }
 
-/// The KV pool when `--ctx` is not given: the model's trained context, or, when
-/// that would not fit the memory available, the most whole pages that do (at
-/// least one), said on stderr with the numbers.
-fn fitting_ctx(model: &crate::model::Model, kv: KvType, avail: Option<u64>) -> usize {
-    let full = model.hp.n_ctx_train;
-    let Some(avail) = avail else {
-        return full;
+/// The KV pool's positions, decided from the file's header before loading (see
+/// [`crate::model::fit`]): `--ctx`, else the model's trained context, or, when that
+/// would not fit the memory available, the most whole steps that do, said on stderr
+/// with the numbers. An error names the flags that would fit.
+fn fitting_ctx(c: &Config, header: &crate::model::fit::Header) -> crate::model::Result<usize> {
+    use crate::model::fit;
+    let avail = match (crate::model::available_memory(), c.mem_limit) {
+        (Some(a), Some(l)) => Some(a.min(l)),
+        (a, l) => a.or(l),
     };
-    let need = |n: usize| model.memory_estimate(n, kv, 64).total();
-    if need(full) <= avail {
-        return full;
+    let f = fit::plan(header, c.ctx, c.kv_type, 64, avail)?;
+    if let Some(full) = f.shrunk_from {
+        let need = fit::memory_estimate(&header.hp, header.weights, full, c.kv_type, 64);
+        eprintln!(
+            "phiq serve: warning: a {full}-position KV pool needs about {} MB, {} MB are available: using --ctx {} \
+             (set --ctx to choose; --kv-type q8_0 holds twice the positions)",
+            need.total() / 1_000_000,
+            avail.unwrap_or(0) / 1_000_000,
+            f.n_ctx
+        );
     }
-    let mut n = full / engine::PAGE * engine::PAGE;
-    while n > engine::PAGE && need(n) > avail {
-        n -= engine::PAGE;
-    }
-    eprintln!(
-        "phiq serve: warning: a {full}-position KV pool needs about {} MB, {} MB are available: using --ctx {n} \
-         (set --ctx to choose; --kv-type q8_0 holds twice the positions)",
-        need(full) / 1_000_000,
-        avail / 1_000_000
-    );
-    n
+    Ok(f.n_ctx)
 }
 
 /// The name `/v1/models` gives the model: its file name.
