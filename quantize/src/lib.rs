@@ -1,6 +1,7 @@
 //! Hugging Face Phi-2 checkpoints (or F32/F16/BF16 GGUFs) to GGUF files in llama.cpp's
 //! `phi2` layout, quantized with ggml's block formats.
 
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod convert;

@@ -12,7 +12,7 @@ mod writer;
 pub use error::{GgufError, Result};
 pub use reader::{GgufHeader, MAX_METADATA_VALUES, MAX_TENSORS, TensorInfo};
 pub use value::{MetaArray, MetaType, MetaValue};
-pub use writer::{GgufWriter, TensorSpec};
+pub use writer::{GgufWriter, TensorSpec, file_size};
 
 use std::fs::File;
 use std::ops::Deref;

@@ -284,6 +284,17 @@ fn encode_header(metadata: &[(String, MetaValue)], tensors: &[Planned], alignmen
     b
 }
 
+/// The bytes a file of `metadata` and `tensors` takes at most (its header, then each
+/// tensor padded to the alignment), without writing it: what a size budget checks.
+pub fn file_size(metadata: &[(String, MetaValue)], tensors: Vec<TensorSpec>) -> Result<u64> {
+    let alignment = check_metadata(metadata)?;
+    let tensors = plan(tensors)?;
+    let header = encode_header(metadata, &tensors, alignment).len() as u64;
+    Ok(tensors.iter().fold(header, |n, t| {
+        n.saturating_add(align_up(t.n_bytes, alignment).unwrap_or(u64::MAX))
+    }))
+}
+
 fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(&(s.len() as u64).to_le_bytes());
     b.extend_from_slice(s.as_bytes());
