@@ -120,6 +120,8 @@ fn plan_hf(ck: &Checkpoint, ft: FileType, name: Option<&str>, imatrix: bool) -> 
     let cfg = &ck.config;
     let sources = map_sources(ck)?;
     let shapes = ExpectedShapes::from_config(cfg);
+    // Query heads per key/value head (llama.cpp's `n_gqa()`, some of its mixes' rules).
+    let n_gqa = cfg.num_heads.checked_div(cfg.num_kv_heads).unwrap_or(0);
     let mut tensors = Vec::new();
     let mut used = Vec::new();
     let mut add = |id: TensorId, source: &str, first_row: usize, rows: usize, t: &SourceTensor| {
@@ -133,7 +135,7 @@ fn plan_hf(ck: &Checkpoint, ft: FileType, name: Option<&str>, imatrix: bool) -> 
                 first_row * t.row_len(),
             )
         };
-        let ty = ft.tensor_type(id, shape.len(), shape[0], cfg.num_layers, imatrix);
+        let ty = ft.tensor_type(id, shape.len(), shape[0], cfg.num_layers, n_gqa, imatrix);
         tensors.push(PlannedTensor {
             id,
             name: id.to_string(),
@@ -341,6 +343,12 @@ fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>, imatrix: bool) -> R
         });
     }
     let n_layers = g.get_uint("phi2.block_count")? as usize;
+    let heads = g.get_uint("phi2.attention.head_count")?.max(1) as usize;
+    let kv_heads = g
+        .get_uint("phi2.attention.head_count_kv")
+        .map_or(heads, |v| v as usize);
+    // llama.cpp's `n_gqa()`: 0 when there are no key/value heads.
+    let n_gqa = heads.checked_div(kv_heads).unwrap_or(0);
     let tensors = g
         .tensors
         .iter()
@@ -362,7 +370,7 @@ fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>, imatrix: bool) -> R
             } else {
                 t.shape.clone()
             };
-            let ty = ft.tensor_type(id, shape.len(), shape[0], n_layers, imatrix);
+            let ty = ft.tensor_type(id, shape.len(), shape[0], n_layers, n_gqa, imatrix);
             Ok(PlannedTensor { id, name: t.name.clone(), shape, ty, source: t.name.clone(), first_element: 0 })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -397,10 +405,6 @@ fn plan_gguf(g: &GgufFile, ft: FileType, name: Option<&str>, imatrix: bool) -> R
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
     metadata.push(("general.file_type".into(), MetaValue::U32(ft.file_type)));
     let n_embd = g.get_uint("phi2.embedding_length")? as usize;
-    let heads = g.get_uint("phi2.attention.head_count")?.max(1) as usize;
-    let kv_heads = g
-        .get_uint("phi2.attention.head_count_kv")
-        .map_or(heads, |v| v as usize);
     Ok(Plan {
         metadata,
         tensors,
@@ -524,7 +528,12 @@ fn convert_tensor(
     })
 }
 
-fn read_rows(input: &Input, t: &PlannedTensor, row0: usize, x: &mut [f32]) -> Result<()> {
+pub(crate) fn read_rows(
+    input: &Input,
+    t: &PlannedTensor,
+    row0: usize,
+    x: &mut [f32],
+) -> Result<()> {
     let row_len = t.row_len();
     let first = t.first_element + row0 * row_len;
     match input {

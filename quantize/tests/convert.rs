@@ -69,7 +69,7 @@ fn every_type_agrees_with_gguf_py() {
     let ck = synth(&dir.path().join("ck"), &Spec::tiny());
     let types = [
         "f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q6_k", "q5_k_m", "q5_k_s",
-        "q4_k_m", "q4_k_s",
+        "q4_k_m", "q4_k_s", "iq4_nl", "iq4_xs", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
     ];
     // gguf-py's numpy quantizers take most of this test's time, one Python process
     // per type: run them on every core (a failed check panics its thread, and the
@@ -125,8 +125,9 @@ fn check_type_against_gguf_py(dir: &Path, ck: &Path, ty: &str) {
             "{ty}: {name} dequantizes differently in gguf-py"
         );
     }
-    // Every quantized type but q8_0 has K-quants: at least output.weight is Q6_K.
-    let expect_k = ty.starts_with('q') && ty != "q8_0";
+    // Every quantized type but q8_0 has types gguf-py cannot quantize (K-quants, IQ4):
+    // at least output.weight is Q6_K.
+    let expect_k = !["f32", "f16", "bf16", "q8_0"].contains(&ty);
     assert_eq!(k_quants > 0, expect_k, "{ty}: K-quant tensors present");
 }
 
@@ -492,7 +493,7 @@ fn help_lists_every_type_with_bits_per_weight() {
     let help = String::from_utf8_lossy(&o.stdout);
     for ty in [
         "f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q6_k", "q5_k_m", "q4_k_m",
-        "q5_k_s", "q4_k_s",
+        "q5_k_s", "q4_k_s", "iq4_nl", "iq4_xs", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
     ] {
         assert!(help.contains(&format!("  {ty} ")), "--help lacks {ty}");
     }
