@@ -94,6 +94,23 @@ impl Importance {
         self.weights.get(name).map(Vec::as_slice)
     }
 
+    /// The mean column importance of the matrices that read a layer-normed input
+    /// (attn_qkv or attn_q, ffn_up), if the matrix has any: the weight the budget gives
+    /// the columns of a matrix with no entry of its own that reads one too (the output).
+    pub fn mean_for_normed_inputs(&self) -> Option<f32> {
+        let (sum, n) = self
+            .weights
+            .iter()
+            .filter(|(name, _)| {
+                ["attn_qkv.weight", "attn_q.weight", "ffn_up.weight"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+            })
+            .flat_map(|(_, w)| w)
+            .fold((0f64, 0usize), |(s, n), &w| (s + f64::from(w), n + 1));
+        (n > 0).then(|| (sum / n as f64) as f32)
+    }
+
     /// The keys llama-quantize adds to a file quantized with an importance matrix.
     pub fn metadata(&self) -> &[(String, MetaValue)] {
         &self.metadata
@@ -103,7 +120,10 @@ impl Importance {
 /// The types ggml quantizes differently under importance weights.
 fn weighted_type(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4_K | Q5_K | Q6_K)
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
+    )
 }
 
 fn lookup(m: &Imatrix, name: &str) -> Option<Vec<f32>> {

@@ -8,9 +8,12 @@ pub mod convert;
 pub mod error;
 pub mod importance;
 pub mod lora;
+pub mod measure;
+pub mod mix;
 pub mod names;
 pub mod policy;
 pub mod quality;
+pub mod target;
 pub mod vocab;
 
 pub use convert::{Input, Plan, Progress, Report, convert};

@@ -9,16 +9,26 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::time::Instant;
+
+use phiq::model::KvType;
+use phiq::model::fit::resident_weights;
 use phiq::quant::GgmlType;
+use phiq_quantize::budget::{BudgetError, allocate};
 use phiq_quantize::convert::{PlannedTensor, TensorReport};
-use phiq_quantize::lora::{AdapterSpec, Lora};
+use phiq_quantize::lora::{AdapterSpec, AdapterSummary, Lora};
+use phiq_quantize::measure::{self, MeasureProgress};
+use phiq_quantize::mix::Mix;
 use phiq_quantize::quality::{self, QualityRow, Scoring};
+use phiq_quantize::target::{Override, Target, alignment, apply_overrides, hparams, run_overhead};
 use phiq_quantize::{
     FILE_TYPES, FileType, Importance, ImportanceSummary, Input, Plan, Progress, Report, convert,
 };
 
 #[derive(Parser)]
 #[command(
+    group = clap::ArgGroup::new("mode").required(true).multiple(false)
+        .args(["file_type", "target_size", "target_bpw", "fit_ram", "report"]),
     name = "phiq-quantize",
     version,
     about = "Convert a Hugging Face Phi-2 checkpoint to a quantized GGUF file",
@@ -38,27 +48,53 @@ struct Args {
     output: Option<PathBuf>,
     /// Target type (see the list below).
     #[arg(short = 't', long = "type", value_name = "TYPE", value_parser = parse_file_type,
-          required_unless_present = "report", conflicts_with = "report")]
+          group = "mode")]
     file_type: Option<FileType>,
+    /// Instead of a type: the largest file to write (like 1.35G or 1350M); each matrix
+    /// gets the type that minimises the total error within it (see "Budgets" below).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, group = "mode")]
+    target_size: Option<u64>,
+    /// Instead of a type: bits per weight over all tensors (like 3.8).
+    #[arg(long, value_name = "BITS", value_parser = parse_bpw, group = "mode")]
+    target_bpw: Option<f64>,
+    /// Instead of a type: the RAM of the device that runs `phiq run` (like 2G); the
+    /// weights get what --reserve, the KV cache at --ctx and the run's scratch leave.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, group = "mode")]
+    fit_ram: Option<u64>,
+    /// With --fit-ram: memory the OS and other programs keep.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "400M",
+          requires = "fit_ram")]
+    reserve: u64,
+    /// With --fit-ram: how the run's KV cache stores keys and values (f32, f16, q8_0),
+    /// as `phiq run --kv-type`.
+    #[arg(long, value_name = "TYPE", default_value = "f16", value_parser = parse_kv,
+          requires = "fit_ram")]
+    kv_type: KvType,
+    /// Tensors whose name matches the regular expression PATTERN get TYPE (a ggml type:
+    /// q8_0, q6_k, q5_k, q4_k, iq4_xs, q3_k, f16 ...), as llama-quantize's flag; the
+    /// first that matches wins. With a budget, the rest is chosen around them.
+    #[arg(long = "tensor-type", value_name = "PATTERN=TYPE", value_parser = Override::parse)]
+    tensor_type: Vec<Override>,
     /// Which type to ship: quantize to each of TYPES (comma-separated), score each
     /// against the F16 model on --text with llama-perplexity's KL statistics, and print
     /// one table (size, bits per weight, PPL, KLD, same top token, memory at --report-ctx).
     #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_file_type,
-          requires = "text")]
+          requires = "text", group = "mode")]
     report: Vec<FileType>,
     /// The text --report scores on (a few thousand tokens like what the model will see).
     #[arg(long, value_name = "FILE")]
     text: Option<PathBuf>,
-    /// Tokens per scored chunk for --report (llama-perplexity's -c; its tables use 512).
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    ctx: usize,
+    /// With --report: tokens per scored chunk (llama-perplexity's -c; default 512).
+    /// With --fit-ram: the context `phiq run` must fit (default: the model's, 2048).
+    #[arg(long, value_name = "N")]
+    ctx: Option<usize>,
     /// Score at most N chunks of --text.
     #[arg(long, value_name = "N")]
     chunks: Option<usize>,
     /// The context --report estimates memory for (a Pi running `phiq run` at it).
     #[arg(long, value_name = "N", default_value_t = 2048)]
     report_ctx: usize,
-    /// Print the --report table as JSON.
+    /// Print the --report table, or a budget's chosen mix, as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// Threads for quantizing rows (default: all cores).
@@ -100,7 +136,18 @@ fn file_types_help() -> String {
     }
     s.push_str(
         "\nNorms and biases stay F32. Except for f32/f16/bf16 and q8_0, the output projection \
-         gets Q6_K, as in llama.cpp.",
+         gets Q6_K, as in llama.cpp. --imatrix is optional for every type, as in \
+         llama-quantize; with one, iq4_nl/iq4_xs keep their type on the first ffn_down and \
+         q4_0/q5_0 take q4_1/q5_1 there.\n\n\
+         Budgets (--target-size, --target-bpw, --fit-ram, instead of --type): every weight \
+         matrix is quantized, on 256 of its rows, to each of q2_k, q3_k, iq4_xs, iq4_nl, q4_k, \
+         q5_k, q6_k and q8_0, and its error measured (weighted by --imatrix's input \
+         statistics when given); then the one type per matrix with the least total error \
+         within the budget is chosen exactly (a knapsack solved by dynamic programming) and \
+         written. The chosen mix, its size and (--fit-ram) the memory `phiq run` will need \
+         are printed. --tensor-type fixes any tensor's type first. Example, a 2 GB Pi:\n  \
+         phiq-quantize phi-2/ -o phi2-2gb.gguf --fit-ram 2G --ctx 2048 --kv-type q8_0 \
+         --imatrix phi2.imatrix.gguf",
     );
     s
 }
@@ -115,6 +162,21 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    phiq::model::fit::parse_size(s)
+}
+
+fn parse_bpw(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if (1.0..=32.0).contains(&b) => Ok(b),
+        _ => Err(format!("{s:?}: bits per weight between 1 and 32, like 3.8")),
+    }
+}
+
+fn parse_kv(s: &str) -> Result<KvType, String> {
+    KvType::from_name(s).ok_or_else(|| format!("{s:?}: one of f32, f16, q8_0"))
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
     if let Some(n) = args.threads {
@@ -127,46 +189,98 @@ fn run() -> Result<()> {
             .context("starting the thread pool")?;
     }
     let input = Input::open(&args.input)?;
-    match args.file_type {
-        Some(ft) => {
-            let Some(out) = &args.output else {
-                bail!("--output is required: the GGUF file to write");
-            };
-            let report = quantize(&args, &input, ft, out)?;
-            print_summary(&input, ft, &report);
-            Ok(())
-        }
-        None => quality_report(&args, &input),
+    if !args.report.is_empty() {
+        return quality_report(&args, &input);
     }
+    let Some(out) = &args.output else {
+        bail!("--output is required: the GGUF file to write");
+    };
+    if let Some(ft) = args.file_type {
+        let report = quantize(&args, &input, ft, &args.tensor_type, out)?;
+        print_summary(&input, ft.name, &report);
+        return Ok(());
+    }
+    let target = match (args.target_size, args.target_bpw, args.fit_ram) {
+        (Some(size), _, _) => Target::Size(size),
+        (_, Some(bpw), _) => Target::Bpw(bpw),
+        (_, _, Some(ram)) => Target::FitRam {
+            ram,
+            reserve: args.reserve,
+            n_ctx: args.ctx.unwrap_or(0),
+            kv: args.kv_type,
+            batch: RUN_BATCH,
+        },
+        _ => unreachable!("clap requires one mode"),
+    };
+    budgeted(&args, &input, target, out)
 }
 
-/// One conversion: plan, importance matrix, adapters, then the file.
-fn quantize(args: &Args, input: &Input, ft: FileType, out: &Path) -> Result<Report> {
+/// The prompt batch of `phiq run` (its `--batch` default), whose scratch --fit-ram
+/// leaves room for.
+const RUN_BATCH: usize = 512;
+
+/// A plan with its adapters and importance matrix, ready to write.
+struct Prepared {
+    plan: Plan,
+    importance: Importance,
+    lora: Lora,
+    adapters: Vec<AdapterSummary>,
+    fixed: Vec<bool>,
+}
+
+fn prepare(
+    args: &Args,
+    input: &Input,
+    ft: FileType,
+    overrides: &[Override],
+    out: &Path,
+) -> Result<Prepared> {
     if out.canonicalize().ok() == args.input.canonicalize().ok() && out.exists() {
         bail!("the output {} would overwrite the input", out.display());
     }
     let mut plan = Plan::new(input, ft, args.name.as_deref(), args.imatrix.is_some())?;
-    let (importance, imatrix) = match &args.imatrix {
+    let fixed = apply_overrides(&mut plan, overrides).map_err(anyhow::Error::msg)?;
+    let importance = match &args.imatrix {
         Some(path) => {
             let (i, s) = Importance::open(path, &plan)?;
             plan.metadata.extend(i.metadata().iter().cloned());
-            (i, Some(s))
+            report_imatrix(&s);
+            i
         }
-        None => (Importance::none(), None),
+        None => Importance::none(),
     };
-    if let Some(s) = &imatrix {
-        report_imatrix(s);
-    }
     let (lora, adapters) = Lora::open(&adapter_specs(args)?, &plan)?;
     for a in &adapters {
         for w in &a.warnings {
             eprintln!("phiq-quantize: warning: {}: {w}", a.dir.display());
         }
     }
-    let bar = Bar::new(&plan, args.quiet);
-    let report = convert(input, &plan, &lora, &importance, out, &bar)?;
+    Ok(Prepared {
+        plan,
+        importance,
+        lora,
+        adapters,
+        fixed,
+    })
+}
+
+/// One conversion: plan, importance matrix, adapters, then the file.
+fn quantize(
+    args: &Args,
+    input: &Input,
+    ft: FileType,
+    overrides: &[Override],
+    out: &Path,
+) -> Result<Report> {
+    let p = prepare(args, input, ft, overrides, out)?;
+    write(args, input, &p, out)
+}
+
+fn write(args: &Args, input: &Input, p: &Prepared, out: &Path) -> Result<Report> {
+    let bar = Bar::new(&p.plan, args.quiet);
+    let report = convert(input, &p.plan, &p.lora, &p.importance, out, &bar)?;
     bar.0.finish_and_clear();
-    for a in &adapters {
+    for a in &p.adapters {
         let ranks: Vec<String> = a.ranks.iter().map(usize::to_string).collect();
         eprintln!(
             "merged {} (base {}): {} modules of rank {}{}",
@@ -184,6 +298,122 @@ fn quantize(args: &Args, input: &Input, ft: FileType, out: &Path) -> Result<Repo
     Ok(report)
 }
 
+/// `--target-size`, `--target-bpw`, `--fit-ram`: measure every matrix under every
+/// candidate type, choose the mix, write it.
+fn budgeted(args: &Args, input: &Input, mut target: Target, out: &Path) -> Result<()> {
+    // Q4_K_M's plan gives the names, shapes and metadata, and makes the importance
+    // matrix's entries taken for every matrix (all its types are weighted ones).
+    let base = FileType::by_name("q4_k_m").expect("q4_k_m exists");
+    let mut p = prepare(args, input, base, &args.tensor_type, out)?;
+    // A mix is none of llama.cpp's named file types: without the key, llama.cpp
+    // names it from its tensors (as "guessed"), and phiq does not read it.
+    p.plan.metadata.retain(|(k, _)| k != "general.file_type");
+    if let Target::FitRam { n_ctx, .. } = &mut target
+        && *n_ctx == 0
+    {
+        *n_ctx = hparams(&p.plan).map_err(anyhow::Error::msg)?.n_ctx_train;
+    }
+    let budget = target.budget(&p.plan).map_err(anyhow::Error::msg)?;
+    let k = phiq::kernels::kernels()?;
+    let alignment = alignment(&p.plan);
+    let size_of = |t: &PlannedTensor, ty: GgmlType| target.size_of(k, alignment, t, ty);
+    let least = measure::smallest(&p.plan, &p.fixed, &size_of);
+    if least > budget {
+        bail!(
+            "{}: {}",
+            target_flag(&target),
+            BudgetError::Impossible { budget, least }
+        );
+    }
+    let bar = MeasureBar::new(args.quiet);
+    let start = Instant::now();
+    let items = measure::options(
+        input,
+        &p.plan,
+        &p.lora,
+        &p.importance,
+        &p.fixed,
+        &size_of,
+        &bar,
+    )?;
+    bar.0.finish_and_clear();
+    let allocation =
+        allocate(&items, budget).map_err(|e| anyhow::anyhow!("{}: {e}", target_flag(&target)))?;
+    for (t, c) in p.plan.tensors.iter_mut().zip(&allocation.choice) {
+        t.ty = c.ty;
+    }
+    let mix = Mix::of(&p.plan, &items, &allocation, budget);
+    eprintln!(
+        "measured {} matrices under up to {} types each in {:.1} s",
+        items.iter().filter(|i| i.options.len() > 1).count(),
+        items.iter().map(|i| i.options.len()).max().unwrap_or(0),
+        start.elapsed().as_secs_f64()
+    );
+    eprint!("{}", mix.text());
+    let report = write(args, input, &p, out)?;
+    let file_bytes = std::fs::metadata(&report.output).map(|m| m.len())?;
+    if let Target::Size(size) = target
+        && file_bytes > size
+    {
+        std::fs::remove_file(&report.output).ok();
+        bail!(
+            "internal error: the file took {file_bytes} bytes of a --target-size of {size}; removed"
+        );
+    }
+    print_summary(input, "budgeted mix", &report);
+    let fit = match target {
+        Target::FitRam {
+            ram,
+            reserve,
+            n_ctx,
+            kv,
+            batch,
+        } => {
+            let run = run_overhead(&p.plan, n_ctx, kv, batch).map_err(anyhow::Error::msg)?;
+            let weights = resident_weights(&phiq::gguf::GgufFile::open(&report.output)?, k);
+            let need = weights + run.kv_cache + run.scratch;
+            eprintln!(
+                "  predicted fit: `phiq run --ctx {n_ctx} --kv-type {}` needs {} (weights {} + KV {} + scratch {}) of {} RAM less {} reserve = {}",
+                kv_name(kv),
+                gb(need),
+                gb(weights),
+                gb(run.kv_cache),
+                gb(run.scratch),
+                gb(ram),
+                gb(reserve),
+                gb(ram - reserve),
+            );
+            Some(serde_json::json!({
+                "ram": ram, "reserve": reserve, "n_ctx": n_ctx, "kv_type": kv_name(kv),
+                "weights": weights, "kv_cache": run.kv_cache, "scratch": run.scratch, "need": need,
+            }))
+        }
+        _ => None,
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&mix)?;
+        v["file_bytes"] = file_bytes.into();
+        v["output"] = report.output.display().to_string().into();
+        if let Some(f) = fit {
+            v["fit"] = f;
+        }
+        println!("{v}");
+    }
+    Ok(())
+}
+
+fn kv_name(kv: KvType) -> String {
+    format!("{kv:?}").to_lowercase()
+}
+
+fn target_flag(t: &Target) -> String {
+    match t {
+        Target::Size(s) => format!("--target-size {s}"),
+        Target::Bpw(b) => format!("--target-bpw {b}"),
+        Target::FitRam { ram, n_ctx, .. } => format!("--fit-ram {ram} --ctx {n_ctx}"),
+    }
+}
+
 /// `--report`: the base model's log-probabilities on --text, then each type's file
 /// and its KL statistics against them, as one table.
 fn quality_report(args: &Args, input: &Input) -> Result<()> {
@@ -197,12 +427,13 @@ fn quality_report(args: &Args, input: &Input) -> Result<()> {
         .input
         .file_stem()
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let n_ctx = args.ctx.unwrap_or(512);
     let scoring = Scoring {
-        n_ctx: args.ctx,
+        n_ctx,
         chunks: args.chunks,
         batch: 512,
     };
-    if args.ctx < 4 {
+    if n_ctx < 4 {
         bail!("--ctx must be at least 4");
     }
     // The base: the input itself when it is an unquantized GGUF, else its F16 conversion.
@@ -215,6 +446,7 @@ fn quality_report(args: &Args, input: &Input) -> Result<()> {
                 args,
                 input,
                 FileType::by_name("f16").expect("f16 exists"),
+                &[],
                 &f16,
             )?;
             f16
@@ -225,7 +457,7 @@ fn quality_report(args: &Args, input: &Input) -> Result<()> {
         "[base] scoring {} on {} ({} tokens per chunk)",
         base_model.display(),
         text.display(),
-        args.ctx
+        n_ctx
     );
     let base = quality::write_base(&base_model, text, &base_path, &scoring)?;
     let mut rows = Vec::new();
@@ -238,7 +470,7 @@ fn quality_report(args: &Args, input: &Input) -> Result<()> {
             ft.name,
             out.display()
         );
-        let report = quantize(args, input, *ft, &out)?;
+        let report = quantize(args, input, *ft, &args.tensor_type, &out)?;
         eprintln!("[{}/{}] {}: scoring", i + 1, args.report.len(), ft.name);
         let (kld, mem) = quality::compare(&out, &base, &scoring, args.report_ctx)?;
         let params: u64 = report.tensors.iter().map(|t| t.n_elements).sum();
@@ -353,7 +585,38 @@ impl Progress for Bar {
     }
 }
 
-fn print_summary(input: &Input, ft: FileType, report: &Report) {
+/// The progress bar of the measurement: sampled elements quantized.
+struct MeasureBar(ProgressBar);
+
+impl MeasureBar {
+    fn new(quiet: bool) -> MeasureBar {
+        if quiet || !std::io::stderr().is_terminal() {
+            return MeasureBar(ProgressBar::hidden());
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "measuring {bar:30} {percent:>3}% {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        MeasureBar(bar)
+    }
+}
+
+impl MeasureProgress for MeasureBar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn tensor(&self, name: &str) {
+        self.0.set_message(name.to_string());
+    }
+    fn elements(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+fn print_summary(input: &Input, what: &str, report: &Report) {
     let mut by_type: BTreeMap<GgmlType, (usize, u64)> = BTreeMap::new();
     for t in &report.tensors {
         let e = by_type.entry(t.ty).or_default();
@@ -365,7 +628,7 @@ fn print_summary(input: &Input, ft: FileType, report: &Report) {
     let out_size = std::fs::metadata(&report.output)
         .map(|m| m.len())
         .unwrap_or(0);
-    eprintln!("wrote {} ({})", report.output.display(), ft.name);
+    eprintln!("wrote {} ({what})", report.output.display());
     for (ty, (n, b)) in &by_type {
         eprintln!("  {:<6} {:>4} tensors {:>10}", ty.name(), n, gb(*b));
     }

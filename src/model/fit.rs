@@ -9,7 +9,44 @@
 use std::path::Path;
 
 use super::{Hparams, KvType, MemoryEstimate, ModelError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, Load};
+use crate::kernels::matmul::packed_len;
+use crate::kernels::{self, Kernels};
+use crate::quant::GgmlType;
+
+/// Bytes a `rows` x `cols` weight of `ty` holds in memory once loaded with kernels
+/// `k`: a matrix the path repacks takes its tiles (each SIMD path's layouts keep the
+/// same bytes per row, see `kernels::tile::layout`, so this holds on every board),
+/// 64-byte aligned; the embedding table and vectors stay in the mapped file.
+pub fn resident_bytes(k: &Kernels, ty: GgmlType, rows: usize, cols: usize, matrix: bool) -> u64 {
+    let raw = ty.row_bytes(cols as u64).unwrap_or(0) * rows as u64;
+    match packed_len(k, ty, rows, cols) {
+        Some(p) if matrix => (p as u64).next_multiple_of(64),
+        _ => raw,
+    }
+}
+
+/// Whether the model repacks tensor `name` (every matrix but the embedding table).
+pub fn is_packed_matrix(name: &str, n_dims: usize) -> bool {
+    n_dims == 2 && name != "token_embd.weight"
+}
+
+/// What a mapped model file takes in memory once loaded with kernels `k` (the file,
+/// its matrices' pages replaced by their repacked copies); a file read into memory
+/// (`--no-mmap`) is not repacked and takes its length.
+pub fn resident_weights(f: &GgufFile, k: &Kernels) -> u64 {
+    let len = f.file_len();
+    if f.load_mode() != Load::Map {
+        return len;
+    }
+    f.tensors
+        .iter()
+        .filter(|t| is_packed_matrix(&t.name, t.shape.len()))
+        .fold(len, |n, t| {
+            let packed = resident_bytes(k, t.ty, t.n_rows() as usize, t.row_len() as usize, true);
+            (n - t.n_bytes.min(n)).saturating_add(packed)
+        })
+}
 
 /// Memory a run of a model with hyperparameters `hp` and `weights` bytes of tensors
 /// needs with `n_ctx` positions and prompt batches of `batch` tokens.
@@ -54,7 +91,7 @@ impl Header {
         let f = GgufFile::open(path)?;
         Ok(Header {
             hp: Hparams::from_gguf(&f)?,
-            weights: f.file_len(),
+            weights: resident_weights(&f, kernels::kernels()?),
         })
     }
 
@@ -63,7 +100,7 @@ impl Header {
     pub fn of(model: &super::Model) -> Header {
         Header {
             hp: model.hp.clone(),
-            weights: model.file().file_len(),
+            weights: resident_weights(model.file(), model.kernels()),
         }
     }
 }

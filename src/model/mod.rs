@@ -450,7 +450,13 @@ impl Model {
 
     /// What a run with `n_ctx` positions and prompt batches of `batch` tokens needs.
     pub fn memory_estimate(&self, n_ctx: usize, kv: KvType, batch: usize) -> MemoryEstimate {
-        fit::memory_estimate(&self.hp, self.file.file_len(), n_ctx, kv, batch)
+        fit::memory_estimate(
+            &self.hp,
+            fit::resident_weights(&self.file, self.kernels),
+            n_ctx,
+            kv,
+            batch,
+        )
     }
 
     /// A new session with its own KV cache of `n_ctx` positions.
