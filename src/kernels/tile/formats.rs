@@ -502,15 +502,15 @@ impl Format for Q2_K {
     ) -> [E::F; T] {
         let words = a.words(0);
         let mut total = e.zero_i::<T>();
+        let mut mins = e.zero_i::<T>();
         for g in 0..4 {
             for (k, c) in two_bit_codes(e, &tb.qs, g).iter().enumerate() {
+                let s = 4 * k + g;
+                let [sc, m] = e.rows_nibbles(&tb.scales[s]);
                 let isum = e.dots(e.zero_i(), c, words, a.w(), 16 * k + 4 * g, 3);
-                total = e.mla_rows(total, isum, e.rows_u8(&tb.sc[4 * k + g]));
+                total = e.mla_rows(total, isum, sc);
+                mins = e.mla_outer(mins, m, &a.sums(0, s));
             }
-        }
-        let mut mins = e.zero_i::<T>();
-        for s in 0..16 {
-            mins = e.mla_outer(mins, e.rows_u8(&tb.m[s]), &a.sums(0, s));
         }
         let d = a.d(0);
         let acc = e.fma_scaled(acc, total, e.rows_f16(&tb.d), d);

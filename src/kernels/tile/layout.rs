@@ -126,14 +126,14 @@ pub struct BlockQ6_Kx<const R: usize> {
 /// One Q2_K super-block of `R` rows. The 2-bit codes are regrouped so that bit pair
 /// `k` of byte `j` of lane `r` of vector `v` is element `64k + 4v + j`: one load gives
 /// four code vectors (one per `k`) by shifts, each four consecutive elements. The
-/// 4-bit scales and mins are unpacked to a byte each (16% more bytes than the file's
-/// 84 per row).
+/// scales stay the file's bytes (4-bit scale low, 4-bit min high), split as they are
+/// read, so the tile holds the file's 84 bytes per row: a Q2_K matrix takes no more
+/// memory, and a token reads no more bytes, than the file's.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ2_Kx<const R: usize> {
     pub qs: [Lanes<R>; 16],
-    pub sc: [[u8; R]; 16],
-    pub m: [[u8; R]; 16],
+    pub scales: [[u8; R]; 16],
     pub d: [f16; R],
     pub dmin: [f16; R],
 }
@@ -203,7 +203,7 @@ pod_tiles!(
     BlockQ4_Kx = 148,
     BlockQ5_Kx = 180,
     BlockQ6_Kx = 212,
-    BlockQ2_Kx = 100,
+    BlockQ2_Kx = 84,
     BlockQ3_Kx = 114,
     BlockIQ4_NLx = 36,
     BlockIQ4_XSx = 138,
@@ -434,8 +434,7 @@ impl<const R: usize> Layout<R> for BlockQ2_Kx<R> {
         let blk = &b[0];
         put_2bit(&mut self.qs, r, |e| two_bit_code(&blk.qs, e));
         for s in 0..16 {
-            self.sc[s][r] = blk.scales[s] & 0xF;
-            self.m[s][r] = blk.scales[s] >> 4;
+            self.scales[s][r] = blk.scales[s];
         }
         self.d[r] = blk.d;
         self.dmin[r] = blk.dmin;

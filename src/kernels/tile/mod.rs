@@ -152,6 +152,14 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     fn rows_i8_x2(self, b: &[[i8; R]; 2]) -> [Self::RowsI; 2] {
         [self.rows_i8(&b[0]), self.rows_i8(&b[1])]
     }
+    /// Each row's byte split in its low and high nibbles (Q2_K's scale and min).
+    #[inline(always)]
+    fn rows_nibbles(self, b: &[u8; R]) -> [Self::RowsI; 2] {
+        [
+            self.rows_u8(&b.map(|x| x & 0x0f)),
+            self.rows_u8(&b.map(|x| x >> 4)),
+        ]
+    }
     fn rows_f16(self, b: &[f16; R]) -> Self::RowsF;
     fn rows_f32(self, b: &[f32; R]) -> Self::RowsF;
     /// Every row's value times `k`.
