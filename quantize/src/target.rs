@@ -75,14 +75,15 @@ impl Target {
                 let run = run_overhead(plan, n_ctx, kv, batch)?;
                 let fixed = reserve + run.kv_cache + run.scratch + header;
                 ram.checked_sub(fixed).ok_or_else(|| {
+                    let kv_hint = if kv == KvType::Q8_0 { "" } else { ", or use --kv-type q8_0" };
                     short(format!(
                         "--fit-ram {} MB leaves nothing for the weights: the reserve ({} MB), the KV \
                          cache at --ctx {n_ctx} ({} MB) and scratch ({} MB) take it all; lower \
-                         --ctx or --reserve, or use --kv-type q8_0",
+                         --ctx or --reserve{kv_hint}",
                         ram / 1_000_000,
                         reserve / 1_000_000,
-                        run.kv_cache / 1_000_000,
-                        run.scratch / 1_000_000
+                        run.kv_cache.div_ceil(1_000_000),
+                        run.scratch.div_ceil(1_000_000)
                     ))
                 })
             }

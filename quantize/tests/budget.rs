@@ -285,12 +285,12 @@ fn impossible_budgets_are_clear_errors_that_write_nothing() {
 fn a_fit_ram_file_fits_what_phiq_run_estimates() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fit.gguf");
-    let (ram, reserve, ctx) = (30_000_000u64, 5_000_000u64, 512usize);
+    let (ram, reserve, ctx) = (60_000_000u64, 5_000_000u64, 512usize);
     let v = run_ok(
         &out,
         &[
             "--fit-ram",
-            "30M",
+            "60M",
             "--reserve",
             "5M",
             "--ctx",

@@ -89,6 +89,7 @@ pub fn available_memory() -> Option<u64> {
 pub struct MemoryEstimate {
     pub weights: u64,
     pub kv_cache: u64,
+    /// Activations, and what the process itself holds (see [`fit::PROCESS_BYTES`]).
     pub scratch: u64,
 }
 
