@@ -68,7 +68,7 @@ pub struct Allocation {
 pub enum BudgetError {
     #[error(
         "a budget of {budget} bytes cannot hold this model: its smallest mix takes {least} bytes \
-         (every matrix at its smallest type); raise the budget"
+         (every matrix not fixed by --tensor-type at its smallest type); raise the budget"
     )]
     Impossible { budget: u64, least: u64 },
     #[error("{0}")]
