@@ -155,10 +155,12 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     /// Each row's byte split in its low and high nibbles (Q2_K's scale and min).
     #[inline(always)]
     fn rows_nibbles(self, b: &[u8; R]) -> [Self::RowsI; 2] {
-        [
-            self.rows_u8(&b.map(|x| x & 0x0f)),
-            self.rows_u8(&b.map(|x| x >> 4)),
-        ]
+        let (mut lo, mut hi) = ([0u8; R], [0u8; R]);
+        for ((lo, hi), &b) in lo.iter_mut().zip(&mut hi).zip(b) {
+            *lo = b & 0x0f;
+            *hi = b >> 4;
+        }
+        [self.rows_u8(&lo), self.rows_u8(&hi)]
     }
     fn rows_f16(self, b: &[f16; R]) -> Self::RowsF;
     fn rows_f32(self, b: &[f32; R]) -> Self::RowsF;
