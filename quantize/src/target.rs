@@ -1,7 +1,7 @@
 //! What a budgeted file must fit (`--target-size`, `--target-bpw`, `--fit-ram`), the
 //! bytes that leaves its tensors, and `--tensor-type PATTERN=TYPE` overrides.
 
-use phiq::gguf::{MetaValue, TensorSpec, file_size};
+use phiq::gguf::{TensorSpec, file_size};
 use phiq::kernels::Kernels;
 use phiq::model::fit::{is_packed_matrix, memory_estimate, resident_bytes};
 use phiq::model::{Hparams, KvType, MemoryEstimate};
@@ -117,20 +117,8 @@ pub fn alignment(plan: &Plan) -> u64 {
     plan.metadata
         .iter()
         .find(|(k, _)| k == "general.alignment")
-        .and_then(|(_, v)| uint(v))
+        .and_then(|(_, v)| v.as_u64())
         .unwrap_or(32)
-}
-
-fn uint(v: &MetaValue) -> Option<u64> {
-    match *v {
-        MetaValue::U8(x) => Some(x.into()),
-        MetaValue::U16(x) => Some(x.into()),
-        MetaValue::U32(x) => Some(x.into()),
-        MetaValue::U64(x) => Some(x),
-        MetaValue::I32(x) => u64::try_from(x).ok(),
-        MetaValue::I64(x) => u64::try_from(x).ok(),
-        _ => None,
-    }
 }
 
 /// A run's KV cache and scratch (its weights left at 0), as `phiq run` estimates
@@ -150,7 +138,7 @@ pub fn hparams(plan: &Plan) -> Result<Hparams, BudgetError> {
         plan.metadata
             .iter()
             .find(|(key, _)| key == &format!("phi2.{k}"))
-            .and_then(|(_, v)| uint(v))
+            .and_then(|(_, v)| v.as_u64())
             .map(|v| v as usize)
             .ok_or_else(|| BudgetError::Invalid(format!("the plan has no phi2.{k}")))
     };
