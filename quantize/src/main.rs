@@ -61,15 +61,13 @@ struct Args {
     /// weights get what --reserve, the KV cache at --ctx and the run's scratch leave.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, group = "mode")]
     fit_ram: Option<u64>,
-    /// With --fit-ram: memory the OS and other programs keep.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "400M",
-          requires = "fit_ram")]
-    reserve: u64,
+    /// With --fit-ram: memory the OS and other programs keep [default: 400M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    reserve: Option<u64>,
     /// With --fit-ram: how the run's KV cache stores keys and values (f32, f16, q8_0),
-    /// as `phiq run --kv-type`.
-    #[arg(long, value_name = "TYPE", default_value = "f16", value_parser = parse_kv,
-          requires = "fit_ram")]
-    kv_type: KvType,
+    /// as `phiq run --kv-type` [default: f16].
+    #[arg(long, value_name = "TYPE", value_parser = parse_kv)]
+    kv_type: Option<KvType>,
     /// Tensors whose name matches the regular expression PATTERN get TYPE (a ggml type:
     /// q8_0, q6_k, q5_k, q4_k, iq4_xs, q3_k, f16 ...), as llama-quantize's flag; the
     /// first that matches wins. With a budget, the rest is chosen around them.
@@ -188,6 +186,10 @@ fn run() -> Result<()> {
             .build_global()
             .context("starting the thread pool")?;
     }
+    // Checked here: clap does not enforce `requires` on a member of an argument group.
+    if args.fit_ram.is_none() && (args.reserve.is_some() || args.kv_type.is_some()) {
+        bail!("--reserve and --kv-type size a --fit-ram budget: give --fit-ram too");
+    }
     let input = Input::open(&args.input)?;
     if !args.report.is_empty() {
         return quality_report(&args, &input);
@@ -205,9 +207,9 @@ fn run() -> Result<()> {
         (_, Some(bpw), _) => Target::Bpw(bpw),
         (_, _, Some(ram)) => Target::FitRam {
             ram,
-            reserve: args.reserve,
+            reserve: args.reserve.unwrap_or(400_000_000),
             n_ctx: args.ctx.unwrap_or(0),
-            kv: args.kv_type,
+            kv: args.kv_type.unwrap_or(KvType::F16),
             batch: RUN_BATCH,
         },
         _ => unreachable!("clap requires one mode"),

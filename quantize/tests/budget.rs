@@ -357,3 +357,28 @@ fn tensor_type_overrides_are_kept_in_a_budget_and_with_a_type() {
     assert_eq!(t["blk.1.attn_output.weight"], GgmlType::IQ4_XS);
     assert_eq!(t["blk.1.ffn_up.weight"], GgmlType::Q4_K);
 }
+
+#[test]
+fn fit_ram_flags_without_fit_ram_are_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.gguf");
+    for flag in [["--reserve", "1G"], ["--kv-type", "q8_0"]] {
+        let o = phiq_quantize(&[
+            f.f16.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--type".as_ref(),
+            "q8_0".as_ref(),
+            flag[0].as_ref(),
+            flag[1].as_ref(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{flag:?} was accepted without --fit-ram"
+        );
+        assert!(err.contains("--fit-ram"), "{flag:?}: {err}");
+        assert!(!out.exists());
+    }
+}
