@@ -57,6 +57,9 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
         Q4_0 | Q5_0 | Q8_0 => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q6_K => &[208],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        IQ4_NL | IQ4_XS => &[0],
         _ => &[],
     }
 }
@@ -329,12 +332,14 @@ fn main() {
         .unwrap_or_default()
         .to_lowercase();
     use GgmlType::*;
-    let types: Vec<GgmlType> = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, F32]
-        .into_iter()
-        .filter(|t| {
-            want_types.is_empty() || want_types.split(',').any(|w| w == t.name().to_lowercase())
-        })
-        .collect();
+    let types: Vec<GgmlType> = [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, F16, F32,
+    ]
+    .into_iter()
+    .filter(|t| {
+        want_types.is_empty() || want_types.split(',').any(|w| w == t.name().to_lowercase())
+    })
+    .collect();
     let paths: Vec<Isa> = Kernels::available()
         .into_iter()
         .filter(|p| {

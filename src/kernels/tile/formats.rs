@@ -360,7 +360,8 @@ macro_rules! k4_format {
                 }
                 let mut mins = e.zero_i::<T>();
                 for s in 0..8 {
-                    mins = e.mla_outer(mins, e.rows_u8(&tb.m[s]), &a.sums(0, s));
+                    // Minimums ≤ 63, |Σa| ≤ 32·128: 16-bit products.
+                    mins = e.mla_outer_i16(mins, e.rows_u8(&tb.m[s]), &a.sums(0, s));
                 }
                 let d = a.d(0);
                 let acc = e.fma_scaled(acc, total, e.rows_f16(&tb.d), d);
@@ -520,8 +521,9 @@ impl Format for Q2_K {
                 let s = 4 * k + g;
                 let [sc, m] = e.rows_nibbles(&tb.scales[s]);
                 let isum = e.dots(e.zero_i(), c, words, a.w(), 16 * k + 4 * g, 3);
-                total = e.mla_rows(total, isum, sc);
-                mins = e.mla_outer(mins, m, &a.sums(0, s));
+                // |isum| ≤ 16·3·128, |Σa| ≤ 16·128: 16-bit products.
+                total = e.mla_rows_i16(total, isum, sc);
+                mins = e.mla_outer_i16(mins, m, &a.sums(0, s));
             }
         }
         let d = a.d(0);
@@ -566,7 +568,8 @@ impl Format for Q3_K {
                 let init = offset(e, &mut c, 4, a.sums(0, s));
                 let b = bound::<R, E>(7, 4);
                 let isum = e.dots(init, &c, words, a.w(), 16 * k + 4 * g, b);
-                total = e.mla_rows(total, isum, e.rows_i8(&tb.sc[s]));
+                // |isum| ≤ 16·4·128 (codes -4..=3): a 16-bit product.
+                total = e.mla_rows_i16(total, isum, e.rows_i8(&tb.sc[s]));
             }
         }
         e.fma_scaled(acc, total, e.rows_f16(&tb.d), a.d(0))
@@ -579,7 +582,7 @@ fn iq4_values<const R: usize, E: Engine<R>>(e: E, qs: &[Lanes<R>; 4]) -> [E::V; 
     // A loop, not `map`: see `two_bit_codes`.
     let mut c = nibble_codes(e, qs);
     for c in &mut c {
-        *c = e.q8_codes(e.lookup16(*c, &KVALUES_IQ4NL));
+        *c = e.lookup16_q8(*c, &KVALUES_IQ4NL);
     }
     c
 }

@@ -66,6 +66,16 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     /// multiply unsigned by signed bytes), corrected by `-offset·Σa`.
     const Q8_OFFSET: i32;
 
+    /// How far ahead of the tile block being computed the product asks for weights
+    /// ([`Engine::prefetch`], one request per cache line): 0 leaves the stream to the
+    /// hardware prefetcher. Generation reads every weight once per token, so this is
+    /// what decides whether memory and arithmetic overlap.
+    const PREFETCH_AHEAD: usize = 0;
+    /// A hint that the cache line at `p` is read soon. `p` may lie past the tiles'
+    /// end (the last blocks' requests do): a prefetch never faults.
+    #[inline(always)]
+    fn prefetch(self, _p: *const u8) {}
+
     fn load(self, v: &Lanes<R>) -> Self::V;
     /// Per byte: `v` shifted left by `shift` (right if negative), then `& mask`.
     /// Bits shifted in from a neighbouring byte must be outside `mask`.
@@ -102,6 +112,12 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     /// Per byte, `table[v]` for bytes `v` in `0..16` (IQ4's non-linear values: a
     /// byte shuffle on every path).
     fn lookup16(self, v: Self::V, table: &[i8; 16]) -> Self::V;
+    /// `q8_codes(lookup16(v, table))`: engines whose `q8_codes` is a byte map apply
+    /// it to the table once instead of to every looked-up vector.
+    #[inline(always)]
+    fn lookup16_q8(self, v: Self::V, table: &[i8; 16]) -> Self::V {
+        self.q8_codes(self.lookup16(v, table))
+    }
 
     /// `init[t] + Σ_j codes[j] · word w0 + j` of each token, per row: codes of
     /// magnitude at most `bound` (unsigned 0..=bound, or signed when
@@ -144,6 +160,29 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
         rows: Self::RowsI,
         tokens: &[i32; T],
     ) -> [Self::I; T];
+    /// [`Engine::mla_rows`] where every `x` and row value is within i16 (a 16-sub-block
+    /// sum of 2- or 3-bit codes, a K-quant scale): engines whose 16-bit
+    /// multiply-add is cheaper than a 32-bit multiply take it.
+    #[inline(always)]
+    fn mla_rows_i16<const T: usize>(
+        self,
+        acc: [Self::I; T],
+        x: [Self::I; T],
+        rows: Self::RowsI,
+    ) -> [Self::I; T] {
+        self.mla_rows(acc, x, rows)
+    }
+    /// [`Engine::mla_outer`] where every row and token value is within i16 (K-quant
+    /// minimums against activation sums of 16 or 32 codes).
+    #[inline(always)]
+    fn mla_outer_i16<const T: usize>(
+        self,
+        acc: [Self::I; T],
+        rows: Self::RowsI,
+        tokens: &[i32; T],
+    ) -> [Self::I; T] {
+        self.mla_outer(acc, rows, tokens)
+    }
 
     fn rows_u8(self, b: &[u8; R]) -> Self::RowsI;
     fn rows_i8(self, b: &[i8; R]) -> Self::RowsI;
@@ -365,6 +404,14 @@ pub fn mul_tile<F: Format, E: Engine<R>, const R: usize, const T: usize>(
     assert_eq!(out.len(), T * R, "tile output");
     let mut acc = e.zero_f::<T>();
     for (tb, p) in tbs.iter().zip(group.chunks_exact(per)) {
+        if E::PREFETCH_AHEAD > 0 {
+            let ahead = (tb as *const F::Tile<R>)
+                .cast::<u8>()
+                .wrapping_add(E::PREFETCH_AHEAD);
+            for o in (0..size_of::<F::Tile<R>>()).step_by(64) {
+                e.prefetch(ahead.wrapping_add(o));
+            }
+        }
         let a = Acts::<T> {
             p,
             w: words::<F>(),

@@ -72,6 +72,18 @@ macro_rules! x86_engine {
 
             const CENTERS: bool = false;
             const PAIRED: bool = false;
+            /// Measured on full-size Phi-2 (2 threads, `phiq bench -n 32`): Q4_K_M
+            /// read 15.9 GB/s of weights with the hardware prefetcher alone and
+            /// 21.5 with requests 4 KiB ahead; 8 and 16 KiB did as well, 1 and 2 KiB
+            /// less, 32 KiB less again. Q2_K: 12.2 -> 18-19.
+            const PREFETCH_AHEAD: usize = 8192;
+
+            #[inline(always)]
+            fn prefetch(self, p: *const u8) {
+                // SAFETY: a prefetch is a hint: it reads nothing the program sees and
+                // never faults, whatever `p` is.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+            }
 
             $($specific)*
 
@@ -139,6 +151,15 @@ macro_rules! x86_engine {
                     *a = unsafe { $add32(*a, $mullo(rows, $set32(t))) };
                 }
                 acc
+            }
+
+            #[inline(always)]
+            fn rows_nibbles(self, b: &[u8; $r]) -> [$i; 2] {
+                // SAFETY: see the impl.
+                unsafe {
+                    let x = $cvtu8($ldb(b.as_ptr().cast()));
+                    [$and(x, $set32(0x0f)), $srl::<4>(x)]
+                }
             }
 
             #[inline(always)]
@@ -278,6 +299,52 @@ x86_engine!(
             }
         }
 
+        /// The table's bytes flipped once, as `q8_codes` would flip each result.
+        #[inline(always)]
+        fn lookup16_q8(self, v: __m512i, table: &[i8; 16]) -> __m512i {
+            // SAFETY: see the impl; the load reads the 16 bytes of `table`.
+            unsafe {
+                let t = _mm512_broadcast_i32x4(_mm_loadu_si128(table.as_ptr().cast()));
+                _mm512_shuffle_epi8(self.xor(t, 0x80), v)
+            }
+        }
+
+        /// `vpdpwssd` on the low halves (the rows' high halves cleared: a sign-extended
+        /// row would add its high half's product).
+        #[inline(always)]
+        fn mla_rows_i16<const T: usize>(
+            self,
+            acc: [__m512i; T],
+            x: [__m512i; T],
+            rows: __m512i,
+        ) -> [__m512i; T] {
+            let mut acc = acc;
+            // SAFETY: see the impl.
+            let rows = unsafe { _mm512_and_si512(rows, _mm512_set1_epi32(0xffff)) };
+            for (a, x) in acc.iter_mut().zip(x) {
+                // SAFETY: see the impl.
+                *a = unsafe { _mm512_dpwssd_epi32(*a, x, rows) };
+            }
+            acc
+        }
+
+        #[inline(always)]
+        fn mla_outer_i16<const T: usize>(
+            self,
+            acc: [__m512i; T],
+            rows: __m512i,
+            tokens: &[i32; T],
+        ) -> [__m512i; T] {
+            let mut acc = acc;
+            // SAFETY: see the impl.
+            let rows = unsafe { _mm512_and_si512(rows, _mm512_set1_epi32(0xffff)) };
+            for (a, &t) in acc.iter_mut().zip(tokens) {
+                // SAFETY: see the impl.
+                *a = unsafe { _mm512_dpwssd_epi32(*a, rows, _mm512_set1_epi32(t)) };
+            }
+            acc
+        }
+
         /// The shift, then one `vpternlogd`: `base | (s & mask)`.
         #[inline(always)]
         fn merge_bits(self, base: __m512i, from: __m512i, shift: i32, mask: u8) -> __m512i {
@@ -385,6 +452,41 @@ x86_engine!(
                 let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
                 _mm256_shuffle_epi8(t, v)
             }
+        }
+
+        /// `vpmaddwd` on the low halves (the rows' high halves cleared).
+        #[inline(always)]
+        fn mla_rows_i16<const T: usize>(
+            self,
+            acc: [__m256i; T],
+            x: [__m256i; T],
+            rows: __m256i,
+        ) -> [__m256i; T] {
+            let mut acc = acc;
+            // SAFETY: see the impl.
+            let rows = unsafe { _mm256_and_si256(rows, _mm256_set1_epi32(0xffff)) };
+            for (a, x) in acc.iter_mut().zip(x) {
+                // SAFETY: see the impl.
+                *a = unsafe { _mm256_add_epi32(*a, _mm256_madd_epi16(x, rows)) };
+            }
+            acc
+        }
+
+        #[inline(always)]
+        fn mla_outer_i16<const T: usize>(
+            self,
+            acc: [__m256i; T],
+            rows: __m256i,
+            tokens: &[i32; T],
+        ) -> [__m256i; T] {
+            let mut acc = acc;
+            // SAFETY: see the impl.
+            let rows = unsafe { _mm256_and_si256(rows, _mm256_set1_epi32(0xffff)) };
+            for (a, &t) in acc.iter_mut().zip(tokens) {
+                // SAFETY: see the impl.
+                *a = unsafe { _mm256_add_epi32(*a, _mm256_madd_epi16(rows, _mm256_set1_epi32(t))) };
+            }
+            acc
         }
 
         #[inline(always)]
