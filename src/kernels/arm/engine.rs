@@ -349,6 +349,16 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
     }
 
     #[inline(always)]
+    fn shr_exact<const T: usize>(self, x: [int32x4_t; T], s: u32) -> [int32x4_t; T] {
+        let mut x = x;
+        for x in &mut x {
+            // SAFETY: Advanced SIMD is on every aarch64 core.
+            *x = unsafe { vshlq_s32(*x, vdupq_n_s32(-(s as i32))) };
+        }
+        x
+    }
+
+    #[inline(always)]
     fn splat_tokens<const T: usize>(self, v: &[i32; T]) -> [int32x4_t; T] {
         // SAFETY: Advanced SIMD is on every aarch64 core; loads and stores touch only
         // the references they are given.

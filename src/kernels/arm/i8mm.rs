@@ -146,6 +146,16 @@ unsafe impl Engine<4> for I8mm {
     }
 
     #[inline(always)]
+    fn shr_exact<const T: usize>(self, x: [int32x4_t; T], s: u32) -> [int32x4_t; T] {
+        let mut x = x;
+        for x in &mut x {
+            // SAFETY: Advanced SIMD is on every aarch64 core.
+            *x = unsafe { vshlq_s32(*x, vdupq_n_s32(-(s as i32))) };
+        }
+        x
+    }
+
+    #[inline(always)]
     fn splat_tokens<const T: usize>(self, v: &[i32; T]) -> [int32x4_t; T] {
         core::array::from_fn(|k| pair_tokens_i(v, k / 2))
     }

@@ -474,8 +474,15 @@ impl Format for Q6_K {
 /// The four code vectors (bit pairs `k`) of each of the four loaded 2-bit vectors
 /// `4g..4g + 4` of a Q2_K/Q3_K tile: `[k][i]` is elements `64k + 16g + 4i..+4`, the
 /// sixteen elements of sub-block `4k + g`.
+///
+/// `wide`: each code left where it lies, `c·4^k` (see [`Engine::WIDE_CODES`]).
 #[inline(always)]
-fn two_bit_codes<const R: usize, E: Engine<R>>(e: E, qs: &[Lanes<R>], g: usize) -> [[E::V; 4]; 4] {
+fn two_bit_codes<const R: usize, E: Engine<R>>(
+    e: E,
+    qs: &[Lanes<R>],
+    g: usize,
+    wide: bool,
+) -> [[E::V; 4]; 4] {
     // Loops, not `array::from_fn`/`map`: a closure is compiled without the kernel's
     // target features, so the intrinsics it calls would not be inlined (Q2_K and Q3_K
     // generation ran at a fifth of Q4_K's bytes per second that way).
@@ -486,7 +493,11 @@ fn two_bit_codes<const R: usize, E: Engine<R>>(e: E, qs: &[Lanes<R>], g: usize) 
     let mut c = [x; 4];
     for (k, c) in c.iter_mut().enumerate() {
         for (c, &x) in c.iter_mut().zip(&x) {
-            *c = e.shift_mask(x, -2 * k as i32, 0x03);
+            *c = if wide {
+                e.shift_mask(x, 0, 0x03 << (2 * k))
+            } else {
+                e.shift_mask(x, -2 * k as i32, 0x03)
+            };
         }
     }
     c
@@ -516,11 +527,18 @@ impl Format for Q2_K {
         let words = a.words(0);
         let mut total = e.zero_i::<T>();
         let mut mins = e.zero_i::<T>();
+        // Wide codes save a shift per code vector and cost one per token's sum: for
+        // fewer than 4 tokens (generation) that is a saving.
+        let wide = E::WIDE_CODES && T < 4;
         for g in 0..4 {
-            for (k, c) in two_bit_codes(e, &tb.qs, g).iter().enumerate() {
+            for (k, c) in two_bit_codes(e, &tb.qs, g, wide).iter().enumerate() {
                 let s = 4 * k + g;
                 let [sc, m] = e.rows_nibbles(&tb.scales[s]);
-                let isum = e.dots(e.zero_i(), c, words, a.w(), 16 * k + 4 * g, 3);
+                let b = if wide { 3 << (2 * k) } else { 3 };
+                let mut isum = e.dots(e.zero_i(), c, words, a.w(), 16 * k + 4 * g, b);
+                if wide && k > 0 {
+                    isum = e.shr_exact(isum, 2 * k as u32);
+                }
                 // |isum| ≤ 16·3·128, |Σa| ≤ 16·128: 16-bit products.
                 total = e.mla_rows_i16(total, isum, sc);
                 mins = e.mla_outer_i16(mins, m, &a.sums(0, s));
@@ -559,7 +577,7 @@ impl Format for Q3_K {
         let mut total = e.zero_i::<T>();
         for g in 0..4 {
             let planes = [e.load(&tb.qh[2 * g]), e.load(&tb.qh[2 * g + 1])];
-            for (k, mut c) in two_bit_codes(e, &tb.qs, g).into_iter().enumerate() {
+            for (k, mut c) in two_bit_codes(e, &tb.qs, g, false).into_iter().enumerate() {
                 for (i, c) in c.iter_mut().enumerate() {
                     let bit = (4 * (k % 2) + i) as i32;
                     *c = e.merge_bits(*c, planes[k / 2], 2 - bit, 0x04);

@@ -143,6 +143,14 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
         w0: usize,
     ) -> [Self::I; T];
 
+    /// [`Engine::dots`] is exact for every unsigned code byte whatever its `bound`
+    /// (u8 × s8 products summed in i32, as VNNI's `vpdpbusd`): a 2-bit code can be
+    /// masked where it lies, as `c·4^k`, and its sums shifted back once
+    /// ([`Engine::shr_exact`]), instead of shifting every code vector down.
+    const WIDE_CODES: bool = false;
+    /// Every i32 lane `>> s` (arithmetic): exact on sums of codes scaled by `2^s`.
+    fn shr_exact<const T: usize>(self, x: [Self::I; T], s: u32) -> [Self::I; T];
+
     fn zero_i<const T: usize>(self) -> [Self::I; T];
     /// Every row of token `t` set to `v[t]`.
     fn splat_tokens<const T: usize>(self, v: &[i32; T]) -> [Self::I; T];

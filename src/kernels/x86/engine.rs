@@ -54,7 +54,8 @@ macro_rules! x86_engine {
     (
         $engine:ident, $r:literal, $i:ty, $f:ty,
         [$load:ident, $and:ident, $or:ident, $xor:ident, $sub8:ident, $set8:ident,
-         $sll:ident, $srl:ident, $zero:ident, $set32:ident, $add32:ident, $mullo:ident],
+         $sll:ident, $srl:ident, $sra:ident, $zero:ident, $set32:ident, $add32:ident,
+         $mullo:ident],
         [$loadps:ident, $storeps:ident, $zerops:ident, $set1ps:ident, $addps:ident,
          $mulps:ident, $fmadd:ident, $cvt:ident],
         [$ldb:ident, $cvtu8:ident, $cvti8:ident, $ldh:ident, $cvtph:ident],
@@ -115,6 +116,16 @@ macro_rules! x86_engine {
             fn xor(self, v: $i, k: u8) -> $i {
                 // SAFETY: see the impl.
                 unsafe { $xor(v, $set8(k as i8)) }
+            }
+
+            #[inline(always)]
+            fn shr_exact<const T: usize>(self, x: [$i; T], s: u32) -> [$i; T] {
+                let mut x = x;
+                for x in &mut x {
+                    // SAFETY: see the impl.
+                    *x = unsafe { $sra(*x, _mm_cvtsi32_si128(s as i32)) };
+                }
+                x
             }
 
             #[inline(always)]
@@ -259,6 +270,7 @@ x86_engine!(
         _mm512_set1_epi8,
         _mm512_slli_epi16,
         _mm512_srli_epi16,
+        _mm512_sra_epi32,
         _mm512_setzero_si512,
         _mm512_set1_epi32,
         _mm512_add_epi32,
@@ -283,6 +295,7 @@ x86_engine!(
     ],
     {
         const Q8_OFFSET: i32 = 128;
+        const WIDE_CODES: bool = true;
 
         #[inline(always)]
         fn q8_codes(self, v: __m512i) -> __m512i {
@@ -414,6 +427,7 @@ x86_engine!(
         _mm256_set1_epi8,
         _mm256_slli_epi16,
         _mm256_srli_epi16,
+        _mm256_sra_epi32,
         _mm256_setzero_si256,
         _mm256_set1_epi32,
         _mm256_add_epi32,
