@@ -586,8 +586,7 @@ impl Format for Q3_K {
                 let init = offset(e, &mut c, 4, a.sums(0, s));
                 let b = bound::<R, E>(7, 4);
                 let isum = e.dots(init, &c, words, a.w(), 16 * k + 4 * g, b);
-                // |isum| ≤ 16·4·128 (codes -4..=3): a 16-bit product.
-                total = e.mla_rows_i16(total, isum, e.rows_i8(&tb.sc[s]));
+                total = e.mla_rows(total, isum, e.rows_i8(&tb.sc[s]));
             }
         }
         e.fma_scaled(acc, total, e.rows_f16(&tb.d), a.d(0))

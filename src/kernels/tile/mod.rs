@@ -168,8 +168,9 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
         rows: Self::RowsI,
         tokens: &[i32; T],
     ) -> [Self::I; T];
-    /// [`Engine::mla_rows`] where every `x` and row value is within i16 (a 16-sub-block
-    /// sum of 2- or 3-bit codes, a K-quant scale): engines whose 16-bit
+    /// [`Engine::mla_rows`] where every `x` is within i16 (a sum over 16 elements of
+    /// 2-bit codes) and every row value in `0..2¹⁵` (unsigned scales, from
+    /// [`Engine::rows_u8`] or [`Engine::rows_nibbles`]): engines whose 16-bit
     /// multiply-add is cheaper than a 32-bit multiply take it.
     #[inline(always)]
     fn mla_rows_i16<const T: usize>(
@@ -180,8 +181,9 @@ pub unsafe trait Engine<const R: usize>: Copy + Send + Sync + 'static {
     ) -> [Self::I; T] {
         self.mla_rows(acc, x, rows)
     }
-    /// [`Engine::mla_outer`] where every row and token value is within i16 (K-quant
-    /// minimums against activation sums of 16 or 32 codes).
+    /// [`Engine::mla_outer`] where every row value is in `0..2¹⁵` (unsigned, as for
+    /// [`Engine::mla_rows_i16`]) and every token value within i16 (K-quant minimums
+    /// against activation sums of 16 or 32 codes).
     #[inline(always)]
     fn mla_outer_i16<const T: usize>(
         self,

@@ -160,6 +160,39 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
         })
     }
 
+    /// Checks the 16-bit contract the x86 engines' `vpdpwssd`/`vpmaddwd` rely on.
+    fn mla_rows_i16<const T: usize>(
+        self,
+        acc: [Self::I; T],
+        x: [Self::I; T],
+        rows: Self::RowsI,
+    ) -> [Self::I; T] {
+        assert!(
+            rows.iter().all(|r| (0..1 << 15).contains(r)),
+            "row {rows:?}"
+        );
+        let small = |v: &i32| i16::try_from(*v).is_ok();
+        assert!(x.iter().flatten().flatten().all(small), "sum beyond i16");
+        self.mla_rows(acc, x, rows)
+    }
+
+    fn mla_outer_i16<const T: usize>(
+        self,
+        acc: [Self::I; T],
+        rows: Self::RowsI,
+        tokens: &[i32; T],
+    ) -> [Self::I; T] {
+        assert!(
+            rows.iter().all(|r| (0..1 << 15).contains(r)),
+            "row {rows:?}"
+        );
+        assert!(
+            tokens.iter().all(|t| i16::try_from(*t).is_ok()),
+            "token {tokens:?}"
+        );
+        self.mla_outer(acc, rows, tokens)
+    }
+
     fn rows_u8(self, b: &[u8; R]) -> Self::RowsI {
         b.map(i32::from)
     }

@@ -322,8 +322,8 @@ x86_engine!(
             }
         }
 
-        /// `vpdpwssd` on the low halves (the rows' high halves cleared: a sign-extended
-        /// row would add its high half's product).
+        /// `vpdpwssd`: each lane's low halves multiplied, the high halves too, which
+        /// adds nothing, rows being unsigned (high half zero).
         #[inline(always)]
         fn mla_rows_i16<const T: usize>(
             self,
@@ -332,8 +332,6 @@ x86_engine!(
             rows: __m512i,
         ) -> [__m512i; T] {
             let mut acc = acc;
-            // SAFETY: see the impl.
-            let rows = unsafe { _mm512_and_si512(rows, _mm512_set1_epi32(0xffff)) };
             for (a, x) in acc.iter_mut().zip(x) {
                 // SAFETY: see the impl.
                 *a = unsafe { _mm512_dpwssd_epi32(*a, x, rows) };
@@ -349,8 +347,6 @@ x86_engine!(
             tokens: &[i32; T],
         ) -> [__m512i; T] {
             let mut acc = acc;
-            // SAFETY: see the impl.
-            let rows = unsafe { _mm512_and_si512(rows, _mm512_set1_epi32(0xffff)) };
             for (a, &t) in acc.iter_mut().zip(tokens) {
                 // SAFETY: see the impl.
                 *a = unsafe { _mm512_dpwssd_epi32(*a, rows, _mm512_set1_epi32(t)) };
@@ -468,7 +464,7 @@ x86_engine!(
             }
         }
 
-        /// `vpmaddwd` on the low halves (the rows' high halves cleared).
+        /// `vpmaddwd`: as Avx512's `vpdpwssd`, plus the add.
         #[inline(always)]
         fn mla_rows_i16<const T: usize>(
             self,
@@ -477,8 +473,6 @@ x86_engine!(
             rows: __m256i,
         ) -> [__m256i; T] {
             let mut acc = acc;
-            // SAFETY: see the impl.
-            let rows = unsafe { _mm256_and_si256(rows, _mm256_set1_epi32(0xffff)) };
             for (a, x) in acc.iter_mut().zip(x) {
                 // SAFETY: see the impl.
                 *a = unsafe { _mm256_add_epi32(*a, _mm256_madd_epi16(x, rows)) };
@@ -494,8 +488,6 @@ x86_engine!(
             tokens: &[i32; T],
         ) -> [__m256i; T] {
             let mut acc = acc;
-            // SAFETY: see the impl.
-            let rows = unsafe { _mm256_and_si256(rows, _mm256_set1_epi32(0xffff)) };
             for (a, &t) in acc.iter_mut().zip(tokens) {
                 // SAFETY: see the impl.
                 *a = unsafe { _mm256_add_epi32(*a, _mm256_madd_epi16(rows, _mm256_set1_epi32(t))) };
