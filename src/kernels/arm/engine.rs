@@ -192,6 +192,17 @@ pub(super) fn f16x4(b: &[f16; 4]) -> float32x4_t {
     }
 }
 
+/// Every i32 lane of `x` shifted right by `s` (arithmetic).
+#[inline(always)]
+pub(super) fn shr_lanes<const T: usize>(x: [int32x4_t; T], s: u32) -> [int32x4_t; T] {
+    let mut x = x;
+    for x in &mut x {
+        // SAFETY: Advanced SIMD is on every aarch64 core.
+        *x = unsafe { vshlq_s32(*x, vdupq_n_s32(-(s as i32))) };
+    }
+    x
+}
+
 /// Four bytes widened to i32 lanes (`signed`: as i8).
 #[inline(always)]
 pub(super) fn bytes4(b: [u8; 4], signed: bool) -> int32x4_t {
@@ -350,12 +361,7 @@ unsafe impl<M: IntDots> Engine<4> for Arm<M> {
 
     #[inline(always)]
     fn shr_exact<const T: usize>(self, x: [int32x4_t; T], s: u32) -> [int32x4_t; T] {
-        let mut x = x;
-        for x in &mut x {
-            // SAFETY: Advanced SIMD is on every aarch64 core.
-            *x = unsafe { vshlq_s32(*x, vdupq_n_s32(-(s as i32))) };
-        }
-        x
+        shr_lanes(x, s)
     }
 
     #[inline(always)]

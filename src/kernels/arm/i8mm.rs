@@ -17,7 +17,7 @@ use core::arch::asm;
 use half::f16;
 
 use super::I8mm;
-use super::engine::{bytes4, f16x4, neon_byte_ops, rows_i8_x2, x16_nibbles};
+use super::engine::{bytes4, f16x4, neon_byte_ops, rows_i8_x2, shr_lanes, x16_nibbles};
 use crate::kernels::tile::Engine;
 use crate::kernels::tile::layout::Lanes;
 
@@ -147,12 +147,7 @@ unsafe impl Engine<4> for I8mm {
 
     #[inline(always)]
     fn shr_exact<const T: usize>(self, x: [int32x4_t; T], s: u32) -> [int32x4_t; T] {
-        let mut x = x;
-        for x in &mut x {
-            // SAFETY: Advanced SIMD is on every aarch64 core.
-            *x = unsafe { vshlq_s32(*x, vdupq_n_s32(-(s as i32))) };
-        }
-        x
+        shr_lanes(x, s)
     }
 
     #[inline(always)]

@@ -167,10 +167,7 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
         x: [Self::I; T],
         rows: Self::RowsI,
     ) -> [Self::I; T] {
-        assert!(
-            rows.iter().all(|r| (0..1 << 15).contains(r)),
-            "row {rows:?}"
-        );
+        unsigned16(&rows);
         let small = |v: &i32| i16::try_from(*v).is_ok();
         assert!(x.iter().flatten().flatten().all(small), "sum beyond i16");
         self.mla_rows(acc, x, rows)
@@ -182,10 +179,7 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
         rows: Self::RowsI,
         tokens: &[i32; T],
     ) -> [Self::I; T] {
-        assert!(
-            rows.iter().all(|r| (0..1 << 15).contains(r)),
-            "row {rows:?}"
-        );
+        unsigned16(&rows);
         assert!(
             tokens.iter().all(|t| i16::try_from(*t).is_ok()),
             "token {tokens:?}"
@@ -258,6 +252,14 @@ unsafe impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Engine<R>
             }
         }
     }
+}
+
+/// The rows a 16-bit product takes: unsigned, below 2¹⁵.
+fn unsigned16<const R: usize>(rows: &[i32; R]) {
+    assert!(
+        rows.iter().all(|r| (0..1 << 15).contains(r)),
+        "row {rows:?}"
+    );
 }
 
 impl<const R: usize, const CENTERS: bool, const PAIRED: bool> Reference<R, CENTERS, PAIRED> {

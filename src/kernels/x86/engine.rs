@@ -164,6 +164,27 @@ macro_rules! x86_engine {
                 acc
             }
 
+            /// Through [`Self::madd16`]: rows unsigned (high halves zero), so each
+            /// lane's high-half product adds nothing.
+            #[inline(always)]
+            fn mla_rows_i16<const T: usize>(self, acc: [$i; T], x: [$i; T], rows: $i) -> [$i; T] {
+                let mut acc = acc;
+                for (a, x) in acc.iter_mut().zip(x) {
+                    *a = self.madd16(*a, x, rows);
+                }
+                acc
+            }
+
+            #[inline(always)]
+            fn mla_outer_i16<const T: usize>(self, acc: [$i; T], rows: $i, tokens: &[i32; T]) -> [$i; T] {
+                let mut acc = acc;
+                for (a, &t) in acc.iter_mut().zip(tokens) {
+                    // SAFETY: see the impl.
+                    *a = self.madd16(*a, rows, unsafe { $set32(t) });
+                }
+                acc
+            }
+
             #[inline(always)]
             fn rows_nibbles(self, b: &[u8; $r]) -> [$i; 2] {
                 // SAFETY: see the impl.
@@ -322,38 +343,6 @@ x86_engine!(
             }
         }
 
-        /// `vpdpwssd`: each lane's low halves multiplied, the high halves too, which
-        /// adds nothing, rows being unsigned (high half zero).
-        #[inline(always)]
-        fn mla_rows_i16<const T: usize>(
-            self,
-            acc: [__m512i; T],
-            x: [__m512i; T],
-            rows: __m512i,
-        ) -> [__m512i; T] {
-            let mut acc = acc;
-            for (a, x) in acc.iter_mut().zip(x) {
-                // SAFETY: see the impl.
-                *a = unsafe { _mm512_dpwssd_epi32(*a, x, rows) };
-            }
-            acc
-        }
-
-        #[inline(always)]
-        fn mla_outer_i16<const T: usize>(
-            self,
-            acc: [__m512i; T],
-            rows: __m512i,
-            tokens: &[i32; T],
-        ) -> [__m512i; T] {
-            let mut acc = acc;
-            for (a, &t) in acc.iter_mut().zip(tokens) {
-                // SAFETY: see the impl.
-                *a = unsafe { _mm512_dpwssd_epi32(*a, rows, _mm512_set1_epi32(t)) };
-            }
-            acc
-        }
-
         /// The shift, then one `vpternlogd`: `base | (s & mask)`.
         #[inline(always)]
         fn merge_bits(self, base: __m512i, from: __m512i, shift: i32, mask: u8) -> __m512i {
@@ -400,7 +389,23 @@ x86_engine!(
     }
 );
 
+impl Avx512 {
+    /// `acc + a·b` per i16, pairs summed into i32 lanes: one `vpdpwssd`.
+    #[inline(always)]
+    fn madd16(self, acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: an `Avx512` exists only after detection (see the `Engine` impl).
+        unsafe { _mm512_dpwssd_epi32(acc, a, b) }
+    }
+}
+
 impl Avx2 {
+    /// `acc + a·b` per i16, pairs summed into i32 lanes: `vpmaddwd`, then the add.
+    #[inline(always)]
+    fn madd16(self, acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: an `Avx2` exists only after detection (see the `Engine` impl).
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+    }
+
     /// Σ of the i16 pair sums `p` into i32 lanes.
     #[inline(always)]
     fn widen(self, p: __m256i) -> __m256i {
@@ -462,37 +467,6 @@ x86_engine!(
                 let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
                 _mm256_shuffle_epi8(t, v)
             }
-        }
-
-        /// `vpmaddwd`: as Avx512's `vpdpwssd`, plus the add.
-        #[inline(always)]
-        fn mla_rows_i16<const T: usize>(
-            self,
-            acc: [__m256i; T],
-            x: [__m256i; T],
-            rows: __m256i,
-        ) -> [__m256i; T] {
-            let mut acc = acc;
-            for (a, x) in acc.iter_mut().zip(x) {
-                // SAFETY: see the impl.
-                *a = unsafe { _mm256_add_epi32(*a, _mm256_madd_epi16(x, rows)) };
-            }
-            acc
-        }
-
-        #[inline(always)]
-        fn mla_outer_i16<const T: usize>(
-            self,
-            acc: [__m256i; T],
-            rows: __m256i,
-            tokens: &[i32; T],
-        ) -> [__m256i; T] {
-            let mut acc = acc;
-            for (a, &t) in acc.iter_mut().zip(tokens) {
-                // SAFETY: see the impl.
-                *a = unsafe { _mm256_add_epi32(*a, _mm256_madd_epi16(rows, _mm256_set1_epi32(t))) };
-            }
-            acc
         }
 
         #[inline(always)]
